@@ -1,0 +1,188 @@
+"""The array backend: NumPy on the CPU, CuPy on a GPU, one code path for both.
+
+CuPy mirrors NumPy's interface, so the math in this package never names either
+library. A function that receives arrays asks them which library they belong to::
+
+    xp = get_array_module(x)       # numpy or cupy
+    y = xp.exp(x - x.max(axis=-1, keepdims=True))
+
+and parameters are created on the backend the model was built for. The few places
+where the two libraries really differ live here and nowhere else:
+
+* choosing a backend (by name, or by the ``MINITRANSFORMER_BACKEND`` environment
+  variable), with a clear message when CuPy or a GPU is missing;
+* moving arrays to host memory (:func:`to_numpy`) and onto a backend (:func:`asarray`);
+* scatter-add, the operation the embedding's backward pass needs (:func:`scatter_add_rows`);
+* random number generators (:func:`default_rng`).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+BACKEND_ENV_VAR = "MINITRANSFORMER_BACKEND"
+BACKENDS = ("numpy", "cupy")
+
+#: dtype used for training when none is given. Gradient checks pass float64 explicitly.
+DEFAULT_DTYPE = np.float32
+
+CUPY_INSTALL_HINT = (
+    "install CuPy for your CUDA version, e.g. `pip install cupy-cuda12x` "
+    "(or `pip install minitransformer[gpu]`), on a machine with an NVIDIA GPU"
+)
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested array backend cannot be used on this machine."""
+
+
+def _import_cupy():
+    """Return the cupy module if it is installed *and* can see a CUDA device, else None."""
+    try:
+        import cupy  # noqa: F401  (optional dependency)
+    except Exception:  # ImportError, or a broken CUDA installation raising at import
+        return None
+    return cupy
+
+
+def cupy_unavailable_reason() -> str | None:
+    """Why the CuPy backend cannot be used here, in one sentence; None if it can."""
+    try:
+        import cupy
+    except ImportError:
+        return f"CuPy is not installed: {CUPY_INSTALL_HINT}."
+    except Exception as exc:  # pragma: no cover - depends on the machine's CUDA set-up
+        return f"CuPy is installed but failed to import ({exc.__class__.__name__}: {exc}); {CUPY_INSTALL_HINT}."
+    try:
+        n_devices = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        return (f"CuPy is installed but no usable CUDA GPU was found "
+                f"({exc.__class__.__name__}); run on a machine with an NVIDIA GPU and driver, "
+                f"or use the numpy backend.")
+    if n_devices == 0:  # pragma: no cover
+        return "CuPy is installed but this machine has no CUDA GPU; use the numpy backend."
+    return None
+
+
+def cupy_available() -> bool:
+    """True when CuPy is installed and a CUDA GPU is usable."""
+    return cupy_unavailable_reason() is None
+
+
+def available_backends() -> list[str]:
+    """Names of the backends usable on this machine (numpy always is)."""
+    return ["numpy"] + (["cupy"] if cupy_available() else [])
+
+
+def resolve_backend_name(name: str | None = None) -> str:
+    """The backend name to use: ``name`` if given, else ``$MINITRANSFORMER_BACKEND``, else numpy."""
+    if name is None:
+        name = os.environ.get(BACKEND_ENV_VAR) or "numpy"
+    if not isinstance(name, str):
+        name = get_array_module_name(name)
+    key = name.strip().lower()
+    if key not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}: expected one of {', '.join(BACKENDS)}")
+    return key
+
+
+def get_backend(name: str | None = None):
+    """The array module (``numpy`` or ``cupy``) for a backend name.
+
+    Raises :class:`BackendUnavailableError` with one sentence on how to fix it when CuPy
+    is asked for but is not installed or has no GPU.
+    """
+    key = resolve_backend_name(name)
+    if key == "numpy":
+        return np
+    reason = cupy_unavailable_reason()
+    if reason is not None:
+        raise BackendUnavailableError(reason)
+    import cupy
+    return cupy
+
+
+def get_array_module(*arrays):
+    """numpy or cupy: the library the given arrays belong to (numpy for plain Python values)."""
+    for a in arrays:
+        if type(a).__module__.split(".")[0] == "cupy":
+            import cupy
+            return cupy
+    return np
+
+
+def get_array_module_name(x) -> str:
+    """'numpy' or 'cupy' for an array or an array module."""
+    module = x if hasattr(x, "ndarray") else get_array_module(x)
+    return "cupy" if module.__name__.startswith("cupy") else "numpy"
+
+
+def to_numpy(x) -> np.ndarray:
+    """A host (NumPy) copy of an array from either backend; NumPy arrays pass through."""
+    if type(x).__module__.split(".")[0] == "cupy":
+        return x.get()
+    return np.asarray(x)
+
+
+def asarray(x, backend: str | None = None, dtype=None):
+    """``x`` as an array of the given backend (copied to or from the GPU when needed)."""
+    xp = get_backend(backend)
+    if xp is np:
+        return np.asarray(to_numpy(x), dtype=dtype)
+    return xp.asarray(x, dtype=dtype)
+
+
+def scatter_add_rows(table, indices, values) -> None:
+    """In place: ``table[indices[i]] += values[i]`` for every i, adding repeated indices up.
+
+    This is the embedding's backward pass: a token that appears many times in the
+    batch receives the sum of its gradients. Plain ``table[indices] += values`` would
+    be wrong here (repeated indices keep only one update). NumPy has ``np.add.at`` for
+    this; for a small vocabulary a one-hot matrix product is faster still, because it is
+    a single BLAS call: ``table += onehot(indices).T @ values``.
+    """
+    xp = get_array_module(table)
+    indices = indices.reshape(-1)
+    values = values.reshape(indices.shape[0], -1)
+    n_rows = table.shape[0]
+    if n_rows <= 512:
+        onehot = (indices[None, :] == xp.arange(n_rows, dtype=indices.dtype)[:, None]).astype(values.dtype)
+        table += (onehot @ values).reshape(table.shape)
+    elif xp is np:
+        np.add.at(table, indices, values.reshape((-1,) + table.shape[1:]))
+    else:  # pragma: no cover - GPU only
+        import cupyx
+        cupyx.scatter_add(table, indices, values.reshape((-1,) + table.shape[1:]))
+
+
+def default_rng(seed=None, backend: str | None = None):
+    """A seeded random generator living on the given backend.
+
+    All randomness in the package (initialisation, dropout, data) comes from explicit
+    generators like this one, so the same seed on the same machine and backend gives
+    the same run, bit for bit.
+    """
+    xp = get_backend(backend)
+    if xp is np:
+        return np.random.default_rng(seed)
+    return xp.random.default_rng(seed)  # pragma: no cover - GPU only
+
+
+def rng_backend_name(rng) -> str:
+    """'numpy' or 'cupy' for a generator made by :func:`default_rng`."""
+    return "cupy" if type(rng).__module__.split(".")[0] == "cupy" else "numpy"
+
+
+def random_uniform(rng, shape, dtype):
+    """Uniform numbers in [0, 1) of the given float dtype, drawn from ``rng``.
+
+    Asking the generator for the final dtype directly avoids drawing float64 and then
+    converting, which would double the cost of every dropout mask.
+    """
+    return rng.random(shape, dtype=dtype)
+
+
+def dtype_name(dtype) -> str:
+    """'float32' or 'float64' for any dtype-like value."""
+    return np.dtype(dtype).name

@@ -1,0 +1,184 @@
+"""Parameters and the Module base class.
+
+A :class:`Parameter` is an array (``data``) and the gradient of the loss with respect to
+it (``grad``), of the same shape, dtype and backend. A :class:`Module` owns parameters and
+child modules as plain attributes and finds them by walking its own ``__dict__`` in the
+order they were assigned, so ``named_parameters()`` needs no registration calls.
+
+Every module's ``backward`` **adds** into ``param.grad``; it never assigns. A parameter
+used in several places (a tied embedding, say) then receives the sum of its gradients,
+and ``zero_grad()`` is what starts a new step.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from . import backend
+
+
+class Parameter:
+    """A trainable array and its gradient."""
+
+    def __init__(self, data):
+        self.data = data
+        self.grad = backend.get_array_module(data).zeros_like(data)
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def size(self):
+        return self.data.size
+
+    def zero_grad(self) -> None:
+        self.grad[...] = 0
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class: owns parameters and child modules, switches train/eval, moves backends."""
+
+    training: bool = True
+
+    # -- discovery -----------------------------------------------------------------
+    def named_children(self):
+        """(name, module) for each direct child, in assignment order."""
+        for name, value in self.__dict__.items():
+            if isinstance(value, Module):
+                yield name, value
+
+    def named_modules(self, prefix: str = ""):
+        """(name, module) for this module and every descendant, depth first."""
+        yield prefix, self
+        for name, child in self.named_children():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def named_parameters(self, prefix: str = ""):
+        """(dotted name, Parameter) for every parameter, each shared one only once."""
+        seen = set()
+        for mod_name, module in self.named_modules(prefix):
+            for name, value in module.__dict__.items():
+                if isinstance(value, Parameter) and id(value) not in seen:
+                    seen.add(id(value))
+                    yield (f"{mod_name}.{name}" if mod_name else name), value
+
+    def parameters(self) -> list[Parameter]:
+        return [p for _, p in self.named_parameters()]
+
+    def num_parameters(self) -> int:
+        return int(sum(p.size for p in self.parameters()))
+
+    # -- gradients and modes -------------------------------------------------------
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.zero_grad()
+
+    def train(self, mode: bool = True) -> "Module":
+        for _, module in self.named_modules():
+            module.training = mode
+        return self
+
+    def eval(self) -> "Module":
+        return self.train(False)
+
+    # -- where the numbers live ----------------------------------------------------
+    @property
+    def backend_name(self) -> str:
+        params = self.parameters()
+        return backend.get_array_module_name(params[0].data) if params else "numpy"
+
+    @property
+    def dtype(self):
+        params = self.parameters()
+        return params[0].data.dtype if params else np.dtype(backend.DEFAULT_DTYPE)
+
+    def to(self, backend_name: str | None = None, dtype=None) -> "Module":
+        """Move every parameter (and gradient) to a backend and/or dtype, in place.
+
+        ``model.to("cupy")`` moves to the GPU; ``model.to(dtype=np.float64)`` is how a
+        gradient check gets a float64 model. Modules keeping arrays of their own (such
+        as a positional-encoding table) move them in :meth:`_move_buffers`.
+        """
+        name = backend.resolve_backend_name(backend_name or self.backend_name)
+        xp = backend.get_backend(name)
+        for _, module in self.named_modules():
+            for attr, value in list(module.__dict__.items()):
+                if isinstance(value, Parameter):
+                    new_dtype = dtype if dtype is not None else value.data.dtype
+                    value.data = backend.asarray(value.data, name, new_dtype)
+                    value.grad = xp.zeros_like(value.data)
+            module._move_buffers(name, dtype)
+        return self
+
+    def astype(self, dtype) -> "Module":
+        return self.to(None, dtype)
+
+    def _move_buffers(self, backend_name: str, dtype) -> None:
+        """Hook for modules holding non-parameter arrays; called by :meth:`to`."""
+
+    # -- saving --------------------------------------------------------------------
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Name → host (NumPy) copy of every parameter."""
+        return OrderedDict((name, backend.to_numpy(p.data).copy()) for name, p in self.named_parameters())
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """Copy arrays into the parameters of the same names (converted to this model's
+        backend and dtype). Mismatched names or shapes raise ``ValueError`` listing them."""
+        params = dict(self.named_parameters())
+        missing = [n for n in params if n not in state]
+        unexpected = [n for n in state if n not in params]
+        if strict and (missing or unexpected):
+            raise ValueError(
+                "state dict does not match the model: "
+                f"missing {missing or 'nothing'}, unexpected {unexpected or 'nothing'}")
+        bad_shapes = [f"{n}: model {tuple(params[n].shape)} vs saved {tuple(np.shape(state[n]))}"
+                      for n in params if n in state and tuple(np.shape(state[n])) != tuple(params[n].shape)]
+        if bad_shapes:
+            raise ValueError("state dict shapes do not match the model: " + "; ".join(bad_shapes))
+        name = self.backend_name
+        for n, p in params.items():
+            if n in state:
+                p.data = backend.asarray(state[n], name, p.data.dtype).copy()
+                p.grad = backend.get_array_module(p.data).zeros_like(p.data)
+
+    def __repr__(self) -> str:
+        children = list(self.named_children())
+        if not children:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for name, child in children:
+            lines.append("  (" + name + "): " + repr(child).replace("\n", "\n  "))
+        return "\n".join(lines) + "\n)"
+
+    def extra_repr(self) -> str:
+        return ""
+
+
+class ModuleList(Module):
+    """An ordered list of modules (the layers of an encoder, say), registered as children."""
+
+    def __init__(self, modules=()):
+        modules = list(modules)
+        for i, module in enumerate(modules):
+            setattr(self, str(i), module)
+        self._len = len(modules)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, i: int) -> Module:
+        if i < 0:
+            i += self._len
+        return getattr(self, str(i))
+
+    def __iter__(self):
+        return (getattr(self, str(i)) for i in range(self._len))
