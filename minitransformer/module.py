@@ -110,20 +110,24 @@ class Module:
         """
         name = backend.resolve_backend_name(backend_name or self.backend_name)
         xp = backend.get_backend(name)
+        memo = {}  # objects shared by several modules (a dropout generator) move once
         for _, module in self.named_modules():
             for attr, value in list(module.__dict__.items()):
                 if isinstance(value, Parameter):
                     new_dtype = dtype if dtype is not None else value.data.dtype
                     value.data = backend.asarray(value.data, name, new_dtype)
                     value.grad = xp.zeros_like(value.data)
-            module._move_buffers(name, dtype)
+            module._move_buffers(name, dtype, memo)
         return self
 
     def astype(self, dtype) -> "Module":
         return self.to(None, dtype)
 
-    def _move_buffers(self, backend_name: str, dtype) -> None:
-        """Hook for modules holding non-parameter arrays; called by :meth:`to`."""
+    def _move_buffers(self, backend_name: str, dtype, memo: dict) -> None:
+        """Hook for modules holding non-parameter arrays or generators; called by :meth:`to`.
+
+        ``memo`` maps ``id(old object)`` to its moved copy, so that an object shared by
+        several modules is still shared after the move."""
 
     # -- saving --------------------------------------------------------------------
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":

@@ -1,0 +1,371 @@
+"""The math of every layer: forward and backward passes, side by side.
+
+Each ``*_forward`` function computes its output and returns ``(out, cache)``, where the
+cache holds exactly what the backward pass needs. Its twin ``*_backward(dout, cache)``,
+right below it, takes the gradient of the loss with respect to ``out`` and returns the
+gradients with respect to the inputs and parameters. The docstrings derive each backward
+pass in the code's own symbols; ``docs/backward/`` walks through the same derivations at
+length.
+
+Conventions:
+
+* Arrays may be NumPy or CuPy: every function asks its input which library to use
+  (``xp = get_array_module(x)``), so the same code runs on the CPU and on a GPU.
+* The last axis is the feature axis; any number of leading (batch, time) axes is allowed.
+* Weights are stored ``(in_features, out_features)``, so a linear layer is ``y = x @ W + b``
+  and reads left to right like the math.
+* The dtype of the input is the dtype of the output and of every gradient: no function
+  here upcasts float32 to float64. Scalars are Python floats for that reason
+  (NumPy keeps ``float32_array * python_float`` in float32).
+
+These functions check nothing: they are the math, kept short. The modules in
+:mod:`minitransformer.nn` validate shapes and dtypes before they call them.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .backend import get_array_module, random_uniform, scatter_add_rows
+
+#: What masked attention scores are set to before the softmax: a large *finite* negative
+#: number, so exp() of it is exactly 0 next to any real score and nothing becomes NaN.
+MASK_VALUE = -1e9
+
+
+def _sum_over_leading_axes(a):
+    """Sum over every axis but the last: the gradient of a broadcast bias or scale."""
+    return a.reshape(-1, a.shape[-1]).sum(axis=0)
+
+
+# --------------------------------------------------------------------------------------
+# Linear: y = x W + b
+# --------------------------------------------------------------------------------------
+def linear_forward(x, w, b=None):
+    """y = x @ W + b, with x (..., n_in), W (n_in, n_out), b (n_out,)."""
+    y = x @ w
+    if b is not None:
+        y += b
+    return y, (x, w)
+
+
+def linear_backward(dy, cache):
+    """Gradients of y = x W + b.
+
+    Element-wise, y[n, j] = sum_i x[n, i] W[i, j] + b[j], so
+
+    * dx[n, i] = sum_j dy[n, j] W[i, j]        ->  dx = dy @ W.T
+    * dW[i, j] = sum_n x[n, i] dy[n, j]        ->  dW = x.T @ dy   (n runs over all rows)
+    * db[j]    = sum_n dy[n, j]
+
+    Returns ``(dx, dW, db)``.
+    """
+    x, w = cache
+    n_in, n_out = w.shape
+    x2 = x.reshape(-1, n_in)
+    dy2 = dy.reshape(-1, n_out)
+    dx = (dy2 @ w.T).reshape(x.shape)
+    dw = x2.T @ dy2
+    db = dy2.sum(axis=0)
+    return dx, dw, db
+
+
+# --------------------------------------------------------------------------------------
+# Embedding: y = E[ids] * scale
+# --------------------------------------------------------------------------------------
+def embedding_forward(ids, table, scale=1.0):
+    """y[..., :] = E[ids[...], :] * scale: a row look-up (scale = sqrt(d_model) in the paper)."""
+    y = table[ids]
+    if scale != 1.0:
+        y *= scale
+    return y, (ids, table.shape, scale)
+
+
+def embedding_backward(dy, cache, padding_idx=None):
+    """dE[v] = scale * (sum of dy over every position whose id is v).
+
+    A look-up is multiplication by a one-hot matrix, y = onehot(ids) E, so
+    dE = onehot(ids)^T dy: each row collects the gradients of all its occurrences.
+    The row of the padding token, if any, gets no gradient: padding carries no meaning.
+    Returns ``dE`` (the ids are integers and have no gradient).
+    """
+    ids, table_shape, scale = cache
+    xp = get_array_module(dy)
+    dtable = xp.zeros(table_shape, dtype=dy.dtype)
+    scatter_add_rows(dtable, ids, dy * scale if scale != 1.0 else dy)
+    if padding_idx is not None:
+        dtable[padding_idx] = 0
+    return dtable
+
+
+# --------------------------------------------------------------------------------------
+# Positional encoding
+# --------------------------------------------------------------------------------------
+def sinusoidal_positional_encoding(max_len, d_model, dtype=np.float64):
+    """The paper's table: P[pos, 2i] = sin(pos / 10000^(2i/d)), P[pos, 2i+1] = cos(...).
+
+    Each pair of columns is a rotation at its own frequency, so P[pos + k] is a linear
+    function of P[pos]: relative offsets are easy for attention to read. Returned as a
+    NumPy array; modules move it to their backend.
+    """
+    position = np.arange(max_len, dtype=np.float64)[:, None]
+    inv_freq = np.exp(-math.log(10000.0) * np.arange(0, d_model, 2, dtype=np.float64) / d_model)
+    table = np.zeros((max_len, d_model), dtype=np.float64)
+    table[:, 0::2] = np.sin(position * inv_freq)
+    table[:, 1::2] = np.cos(position * inv_freq[: d_model // 2])
+    return table.astype(dtype)
+
+
+# --------------------------------------------------------------------------------------
+# Layer normalisation
+# --------------------------------------------------------------------------------------
+def layer_norm_forward(x, gamma, beta, eps=1e-5):
+    """y = gamma * xhat + beta, xhat = (x - mean) * rstd, rstd = 1 / sqrt(var + eps).
+
+    Mean and (biased) variance are taken over the last axis of x, separately for
+    every position.
+    """
+    xp = get_array_module(x)
+    mean = x.mean(axis=-1, keepdims=True)
+    xc = x - mean
+    var = (xc * xc).mean(axis=-1, keepdims=True)
+    rstd = 1.0 / xp.sqrt(var + eps)
+    xhat = xc
+    xhat *= rstd
+    y = xhat * gamma
+    y += beta
+    return y, (xhat, rstd, gamma)
+
+
+def layer_norm_backward(dy, cache):
+    """Gradients of layer norm, over a feature vector of length D.
+
+    With g = dy * gamma (the gradient reaching xhat), the chain rule through the mean
+    and the variance gives, for every position,
+
+        dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
+
+    (the two subtracted terms remove what moving x along the all-ones direction and
+    along xhat itself would change: the normalisation undoes both).
+    dgamma = sum over positions of dy * xhat; dbeta = sum over positions of dy.
+    Returns ``(dx, dgamma, dbeta)``.
+    """
+    xhat, rstd, gamma = cache
+    dgamma = _sum_over_leading_axes(dy * xhat)
+    dbeta = _sum_over_leading_axes(dy)
+    g = dy * gamma
+    dx = g - g.mean(axis=-1, keepdims=True)
+    dx -= xhat * (g * xhat).mean(axis=-1, keepdims=True)
+    dx *= rstd
+    return dx, dgamma, dbeta
+
+
+# --------------------------------------------------------------------------------------
+# Activations
+# --------------------------------------------------------------------------------------
+def relu_forward(x):
+    """y = max(x, 0)."""
+    xp = get_array_module(x)
+    y = xp.maximum(x, 0)
+    return y, y
+
+
+def relu_backward(dy, cache):
+    """dx = dy where x > 0, else 0 (y > 0 exactly where x > 0, so y is all we keep)."""
+    y = cache
+    return dy * (y > 0)
+
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+def gelu_forward(x):
+    """GELU, tanh form: y = x/2 * (1 + tanh(c (x + 0.044715 x^3))), c = sqrt(2/pi).
+
+    This is PyTorch's ``gelu(approximate="tanh")`` and the form GPT-2 used.
+    """
+    xp = get_array_module(x)
+    t = xp.tanh(_GELU_C * (x + 0.044715 * x * x * x))
+    y = 0.5 * x * (1.0 + t)
+    return y, (x, t)
+
+
+def gelu_backward(dy, cache):
+    """dy/dx = (1 + t)/2 + x/2 * (1 - t^2) * c * (1 + 3 * 0.044715 x^2), t as in the forward."""
+    x, t = cache
+    dt = _GELU_C * (1.0 + 3 * 0.044715 * x * x)
+    return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dt)
+
+
+# --------------------------------------------------------------------------------------
+# Softmax
+# --------------------------------------------------------------------------------------
+def softmax_forward(x, axis=-1):
+    """p = exp(x - max x) / sum exp(x - max x) along ``axis``.
+
+    Subtracting the maximum changes nothing mathematically (it cancels in the ratio)
+    but keeps exp() from overflowing: the largest exponent is exp(0) = 1.
+    """
+    xp = get_array_module(x)
+    p = x - x.max(axis=axis, keepdims=True)
+    xp.exp(p, out=p)
+    p /= p.sum(axis=axis, keepdims=True)
+    return p, (p, axis)
+
+
+def softmax_backward(dp, cache):
+    """dx_i = p_i * (dp_i - sum_j dp_j p_j).
+
+    From dp_i/dx_k = p_i (delta_ik - p_k): the Jacobian is diag(p) - p p^T, and
+    multiplying it by dp never needs the matrix.
+    """
+    p, axis = cache
+    dx = dp * p
+    dx -= p * dx.sum(axis=axis, keepdims=True)
+    return dx
+
+
+# --------------------------------------------------------------------------------------
+# Dropout
+# --------------------------------------------------------------------------------------
+def dropout_forward(x, p, rng, training=True):
+    """Inverted dropout: y = x * m, m = 1/(1-p) with probability 1-p, else 0.
+
+    Scaling the kept units at training time keeps E[y] = x, so evaluation is the
+    identity. ``rng`` is a seeded generator of x's backend: the same seed gives the same
+    masks.
+    """
+    if not training or p == 0.0:
+        return x, None
+    keep = random_uniform(rng, x.shape, x.dtype) >= p
+    mask = keep.astype(x.dtype)
+    mask *= 1.0 / (1.0 - p)
+    return x * mask, mask
+
+
+def dropout_backward(dy, cache):
+    """dx = dy * m: the same units are dropped and scaled on the way back."""
+    mask = cache
+    return dy if mask is None else dy * mask
+
+
+# --------------------------------------------------------------------------------------
+# Scaled dot-product attention
+# --------------------------------------------------------------------------------------
+def attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, training=True):
+    """out = softmax(Q K^T / sqrt(d_k) + mask) V, over the last two axes.
+
+    Shapes: q (..., Tq, d_k), k (..., Tk, d_k), v (..., Tk, d_v) -> out (..., Tq, d_v),
+    where ``...`` is usually (batch, heads). ``mask`` is boolean, broadcastable to
+    (..., Tq, Tk), True where a query may attend to a key. Masked scores are set to
+    :data:`MASK_VALUE` before the softmax, so they get exactly zero weight. A query that
+    may attend to *no* key gets all-zero weights (and a zero output) rather than NaN.
+    Optional dropout acts on the attention weights.
+    """
+    xp = get_array_module(q)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    scores = q @ xp.swapaxes(k, -1, -2)
+    scores *= scale
+    empty_rows = None
+    if mask is not None:
+        xp.copyto(scores, MASK_VALUE, where=~mask)
+        blocked = ~mask.any(axis=-1, keepdims=True)
+        if bool(blocked.any()):
+            empty_rows = blocked
+    weights, _ = softmax_forward(scores, axis=-1)
+    if empty_rows is not None:
+        weights *= ~empty_rows
+    dropped, drop_mask = dropout_forward(weights, dropout_p, rng, training)
+    out = dropped @ v
+    return out, (q, k, v, weights, dropped, drop_mask, scale)
+
+
+def attention_backward(dout, cache):
+    """Gradients of out = A V with A = softmax(S), S = Q K^T * s, s = 1/sqrt(d_k).
+
+    Walking back through the forward, bottom to top:
+
+    * out = A' V (A' = A after dropout):  dA' = dout V^T,  dV = A'^T dout
+    * dropout:                            dA = dA' * m
+    * softmax, row by row:                dS = A * (dA - sum_j dA_j A_j)
+    * S = s Q K^T:                        dQ = s dS K,  dK = s dS^T Q
+
+    Masked entries have A = 0, so dS = 0 there: no gradient flows to masked keys.
+    Returns ``(dq, dk, dv)``.
+    """
+    q, k, v, weights, dropped, drop_mask, scale = cache
+    xp = get_array_module(dout)
+    dv = xp.swapaxes(dropped, -1, -2) @ dout
+    dweights = dropout_backward(dout @ xp.swapaxes(v, -1, -2), drop_mask)
+    dscores = softmax_backward(dweights, (weights, -1))
+    dscores *= scale
+    dq = dscores @ k
+    dk = xp.swapaxes(dscores, -1, -2) @ q
+    return dq, dk, dv
+
+
+# --------------------------------------------------------------------------------------
+# Multi-head attention
+# --------------------------------------------------------------------------------------
+def split_heads(x, n_heads):
+    """(B, T, H*d) -> (B, H, T, d): each head sees its own slice of the features."""
+    b, t, d_model = x.shape
+    return x.reshape(b, t, n_heads, d_model // n_heads).transpose(0, 2, 1, 3)
+
+
+def merge_heads(x):
+    """(B, H, T, d) -> (B, T, H*d): the inverse of :func:`split_heads`."""
+    b, h, t, d = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(b, t, h * d)
+
+
+def multi_head_attention_forward(x_q, x_kv, w_in, b_in, w_out, b_out, n_heads, mask=None,
+                                 dropout_p=0.0, rng=None, training=True):
+    """Multi-head attention, all heads in one batched product.
+
+    The three input projections are one (d, 3d) matrix ``w_in = [W_Q | W_K | W_V]``:
+
+    * self-attention (``x_kv is None``): one product ``x @ w_in`` gives Q, K and V at once;
+    * cross-attention: Q = x_q @ W_Q, and one product x_kv @ [W_K | W_V] gives K and V.
+
+    Then each of Q, K, V is split into ``n_heads`` slices of d_k = d / n_heads features,
+    attention runs on (batch, heads) in parallel, the heads are concatenated back and
+    projected: out = concat(head_1..head_H) @ W_O + b_O.
+    """
+    xp = get_array_module(x_q)
+    d_model = w_out.shape[0]
+    if x_kv is None:
+        qkv, qkv_cache = linear_forward(x_q, w_in, b_in)
+        q, k, v = qkv[..., :d_model], qkv[..., d_model:2 * d_model], qkv[..., 2 * d_model:]
+        kv_cache = None
+    else:
+        q, qkv_cache = linear_forward(x_q, w_in[:, :d_model], b_in[:d_model])
+        kv, kv_cache = linear_forward(x_kv, w_in[:, d_model:], b_in[d_model:])
+        k, v = kv[..., :d_model], kv[..., d_model:]
+    qh, kh, vh = (xp.ascontiguousarray(split_heads(a, n_heads)) for a in (q, k, v))
+    heads, attn_cache = attention_forward(qh, kh, vh, mask, dropout_p, rng, training)
+    concat = merge_heads(heads)
+    out, out_cache = linear_forward(concat, w_out, b_out)
+    return out, (qkv_cache, kv_cache, attn_cache, out_cache, n_heads)
+
+
+def multi_head_attention_backward(dout, cache):
+    """The forward read bottom to top: output projection, merge heads, attention,
+    split heads, input projections. Returns ``(dx_q, dx_kv, dw_in, db_in, dw_out, db_out)``;
+    ``dx_kv`` is None for self-attention (its gradient is already inside ``dx_q``).
+    """
+    qkv_cache, kv_cache, attn_cache, out_cache, n_heads = cache
+    xp = get_array_module(dout)
+    dconcat, dw_out, db_out = linear_backward(dout, out_cache)
+    dheads = split_heads(dconcat, n_heads)
+    dqh, dkh, dvh = attention_backward(dheads, attn_cache)
+    dq, dk, dv = merge_heads(dqh), merge_heads(dkh), merge_heads(dvh)
+    if kv_cache is None:
+        dx_q, dw_in, db_in = linear_backward(xp.concatenate([dq, dk, dv], axis=-1), qkv_cache)
+        return dx_q, None, dw_in, db_in, dw_out, db_out
+    dx_q, dw_q, db_q = linear_backward(dq, qkv_cache)
+    dx_kv, dw_kv, db_kv = linear_backward(xp.concatenate([dk, dv], axis=-1), kv_cache)
+    dw_in = xp.concatenate([dw_q, dw_kv], axis=1)
+    db_in = xp.concatenate([db_q, db_kv])
+    return dx_q, dx_kv, dw_in, db_in, dw_out, db_out
