@@ -347,6 +347,30 @@ class MultiHeadAttention(Module):
         self.b_out.grad += db_out
         return dx_q, dx_kv
 
+    # -- inference pieces for incremental decoding (no cache for backward is kept) -----
+    def project_self(self, x):
+        """Q, K, V heads (B, H, T, d_k) of ``x``, from the one fused projection."""
+        d = self.d_model
+        qkv = x @ self.w_in.data + self.b_in.data
+        return tuple(F.split_heads(qkv[..., i * d:(i + 1) * d], self.n_heads) for i in range(3))
+
+    def project_queries(self, x):
+        """Query heads (B, H, T, d_k) of ``x`` (cross-attention)."""
+        d = self.d_model
+        return F.split_heads(x @ self.w_in.data[:, :d] + self.b_in.data[:d], self.n_heads)
+
+    def project_memory(self, memory):
+        """Key and value heads (B, H, S, d_k) of the encoder output (cross-attention)."""
+        d = self.d_model
+        kv = memory @ self.w_in.data[:, d:] + self.b_in.data[d:]
+        return (F.split_heads(kv[..., :d], self.n_heads).copy(),
+                F.split_heads(kv[..., d:], self.n_heads).copy())
+
+    def attend(self, q, k, v, mask=None):
+        """Attention of query heads over key/value heads, heads merged and projected."""
+        heads, _ = F.attention_forward(q, k, v, mask, training=False)
+        return F.merge_heads(heads) @ self.w_out.data + self.b_out.data
+
     @property
     def attention_weights(self):
         """The (B, H, Tq, Tk) attention weights of the last forward pass (for plots)."""

@@ -1,0 +1,140 @@
+"""Generating target sequences: greedy decoding (with or without a KV cache) and beam search.
+
+A decoder is trained on whole target sequences at once, but generates one token at a
+time: token t+1 depends on the tokens chosen so far. The plain way (``use_cache=False``)
+runs the whole decoder over the whole prefix at every step: easy to read, and the
+reference the fast way is tested against. It recomputes, at step t, the keys and values
+of the t-1 earlier positions, which have not changed.
+
+The KV cache (``use_cache=True``) keeps them. Each decoder layer stores its
+self-attention keys and values and appends one position per step, and the
+cross-attention keys and values, which depend only on the source, are computed once.
+A step then costs one position instead of t, and decoding a length-T target costs O(T)
+position-steps instead of O(T^2).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import get_array_module, to_numpy
+
+
+def _prepare(model, src_ids, max_len):
+    if max_len < 1:
+        raise ValueError(f"max_len must be at least 1, got {max_len}")
+    if max_len + 1 > model.config.max_len:
+        raise ValueError(f"max_len={max_len} plus the start token exceeds the model's "
+                         f"max_len={model.config.max_len}")
+    model.eval()
+    return model.encode(src_ids)
+
+
+def _trim(generated, finished_at, eos_id):
+    """Each row up to (not including) its end token, as a list of Python int lists."""
+    rows = to_numpy(generated)
+    out = []
+    for row in rows:
+        ends = np.nonzero(row == eos_id)[0]
+        out.append(row[: ends[0]].tolist() if ends.size else row.tolist())
+    return out
+
+
+def greedy_decode(model, src_ids, *, bos_id, eos_id, max_len, use_cache=True, return_array=False):
+    """Pick the most likely next token until every sequence has produced ``eos_id``.
+
+    ``src_ids`` (B, S) padded source ids. Returns, per sequence, the generated ids
+    without the start token and without the end token (a list of lists), or with
+    ``return_array=True`` the raw (B, n_steps) array including end tokens and whatever
+    finished sequences produced after them. At most ``max_len`` tokens are generated.
+    """
+    xp = get_array_module(src_ids)
+    memory, src_mask = _prepare(model, src_ids, max_len)
+    batch = src_ids.shape[0]
+    tokens = xp.full((batch, max_len + 1), model.config.pad_id, dtype=src_ids.dtype)
+    tokens[:, 0] = bos_id
+    finished = xp.zeros(batch, dtype=bool)
+    caches = model.start_decoding(memory, src_mask, max_len + 1) if use_cache else None
+    n_steps = 0
+    for t in range(max_len):
+        if use_cache:
+            logits = model.decode_step(tokens[:, t], caches, src_mask)
+        else:
+            logits = model.decode(tokens[:, : t + 1], memory, src_mask)[:, -1]
+        next_token = logits.argmax(axis=-1).astype(tokens.dtype)
+        # a finished sequence keeps padding; its choices no longer matter
+        tokens[:, t + 1] = xp.where(finished, model.config.pad_id, next_token)
+        finished |= next_token == eos_id
+        n_steps = t + 1
+        if bool(finished.all()):
+            break
+    generated = tokens[:, 1 : n_steps + 1]
+    return generated if return_array else _trim(generated, finished, eos_id)
+
+
+def _length_penalty(length, alpha):
+    """GNMT's length penalty ((5 + L) / 6)^alpha: alpha = 0 compares raw log-probabilities,
+    larger alpha favours longer hypotheses."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def beam_search(model, src_ids, *, bos_id, eos_id, max_len, beam_width=4, length_penalty=0.6,
+                return_scores=False):
+    """Batched beam search with a KV cache.
+
+    Each source keeps ``beam_width`` hypotheses. At every step each hypothesis is
+    extended by every token, and the ``beam_width`` best extensions (by total
+    log-probability) survive; the caches follow the survivors. A hypothesis that has
+    produced ``eos_id`` is frozen: it can only be extended by padding, at no cost.
+    At the end hypotheses are ranked by log-probability / length_penalty(length).
+    With ``beam_width=1`` this is exactly greedy decoding.
+    """
+    if beam_width < 1:
+        raise ValueError(f"beam_width must be at least 1, got {beam_width}")
+    xp = get_array_module(src_ids)
+    memory, src_mask = _prepare(model, src_ids, max_len)
+    batch, k = src_ids.shape[0], beam_width
+    pad = model.config.pad_id
+    # every hypothesis is a row: (batch * k) rows, the k beams of one source adjacent
+    rows = xp.repeat(xp.arange(batch), k)
+    memory, src_mask = memory[rows], src_mask[rows]
+    caches = model.start_decoding(memory, src_mask, max_len + 1)
+    tokens = xp.full((batch * k, max_len + 1), pad, dtype=src_ids.dtype)
+    tokens[:, 0] = bos_id
+    # only the first beam of each source is live at the start, so the k copies don't tie
+    scores = xp.zeros((batch, k), dtype=np.float64)
+    scores[:, 1:] = -np.inf
+    scores = scores.reshape(-1)
+    finished = xp.zeros(batch * k, dtype=bool)
+    lengths = xp.zeros(batch * k, dtype=np.int64)
+    n_steps = 0
+    for t in range(max_len):
+        logits = model.decode_step(tokens[:, t], caches, src_mask).astype(np.float64)
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
+        vocab = log_probs.shape[-1]
+        # frozen hypotheses: only padding, at log-probability 0
+        log_probs[finished] = -np.inf
+        log_probs[finished, pad] = 0.0
+        candidates = (scores[:, None] + log_probs).reshape(batch, k * vocab)
+        best = xp.argsort(-candidates, axis=1, kind="stable")[:, :k]
+        scores = xp.take_along_axis(candidates, best, axis=1).reshape(-1)
+        parent = (best // vocab + xp.arange(batch)[:, None] * k).reshape(-1)
+        token = (best % vocab).reshape(-1).astype(tokens.dtype)
+        tokens = tokens[parent]
+        tokens[:, t + 1] = token
+        was_finished = finished[parent]
+        lengths = lengths[parent] + (~was_finished)
+        finished = was_finished | (token == eos_id)
+        for cache in caches:
+            cache.reorder(parent)
+        n_steps = t + 1
+        if bool(finished.all()):
+            break
+    final = (scores / _length_penalty(lengths, length_penalty)).reshape(batch, k)
+    final = xp.where(xp.isfinite(final), final, -np.inf)
+    choice = final.argmax(axis=1) + xp.arange(batch) * k
+    generated = tokens[choice, 1 : n_steps + 1]
+    result = _trim(generated, finished[choice], eos_id)
+    if return_scores:
+        return result, to_numpy(final.max(axis=1)).tolist()
+    return result

@@ -1,0 +1,441 @@
+"""The encoder-decoder Transformer of "Attention Is All You Need" (Vaswani et al., 2017).
+
+Read this file top to bottom: the configuration, the masks, one encoder layer, one
+decoder layer, the stacks, and the whole model. Every ``backward`` is the mirror image
+of its ``forward``: put the two side by side and read the second from the bottom up.
+
+A residual connection ``y = x + f(x)`` has the gradient ``dx = dy + (df/dx)^T dy``: the
+upstream gradient passes through unchanged *and* through the sub-layer, and the two add.
+That is the whole reason deep stacks of residual blocks train: the identity path
+carries the gradient to the bottom however deep the stack.
+
+Two arrangements of the residual blocks are offered:
+
+* post-LN (the paper, ``norm_first=False``): ``x = norm(x + dropout(f(x)))``.
+* pre-LN (``norm_first=True``): ``x = x + dropout(f(norm(x)))``, with one more norm at
+  the end of each stack. The identity path then never passes through a normalisation,
+  which makes deep models train without a learning-rate warm-up.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from . import backend as _backend
+from . import functional as F
+from .nn import (ACTIVATIONS, Dropout, Embedding, FeedForward, LayerNorm, Linear, Module, ModuleList,
+                 MultiHeadAttention, Parameter, PositionalEncoding, as_generator)
+
+
+# --------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------
+@dataclass
+class TransformerConfig:
+    """Everything needed to rebuild a model (saved as JSON inside checkpoints)."""
+
+    src_vocab_size: int
+    tgt_vocab_size: int
+    d_model: int = 128
+    n_heads: int = 8
+    d_ff: int = 512
+    n_encoder_layers: int = 3
+    n_decoder_layers: int = 3
+    dropout: float = 0.1            #: on embeddings, sub-layer outputs and inside the FFN
+    attention_dropout: float = 0.0  #: on attention weights (costly; the paper has none)
+    max_len: int = 512              #: longest source or target the positional encoding covers
+    activation: str = "relu"
+    norm_first: bool = False        #: False: the paper's post-LN; True: pre-LN
+    tie_embeddings: bool = False    #: target embedding shared with the output projection
+    learned_positions: bool = False
+    scale_embeddings: bool = True   #: multiply embeddings by sqrt(d_model), as the paper does
+    pad_id: int = 0
+    dtype: str = "float32"
+    seed: int = 0                   #: initial weights and dropout masks
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        problems = []
+        for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_len"):
+            if not isinstance(getattr(self, name), (int, np.integer)) or getattr(self, name) < 1:
+                problems.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("n_encoder_layers", "n_decoder_layers"):
+            if not isinstance(getattr(self, name), (int, np.integer)) or getattr(self, name) < 0:
+                problems.append(f"{name} must be a non-negative integer, got {getattr(self, name)!r}")
+        if not problems and self.d_model % self.n_heads:
+            problems.append(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                problems.append(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.activation not in ACTIVATIONS:
+            problems.append(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        if self.dtype not in ("float32", "float64"):
+            problems.append(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if not problems and not (0 <= self.pad_id < min(self.src_vocab_size, self.tgt_vocab_size)):
+            problems.append(f"pad_id={self.pad_id} must be a valid id of both vocabularies")
+        if problems:
+            raise ValueError("invalid TransformerConfig: " + "; ".join(problems))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TransformerConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown TransformerConfig fields {unknown}; known fields: {sorted(known)}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+# --------------------------------------------------------------------------------------
+# Masks
+# --------------------------------------------------------------------------------------
+def padding_mask(ids, pad_id):
+    """(B, 1, 1, T) boolean, True at real tokens: every query may look at every real key."""
+    return (ids != pad_id)[:, None, None, :]
+
+
+def causal_mask(length, xp=np):
+    """(1, 1, T, T) boolean, True on and below the diagonal: position t sees positions <= t."""
+    return xp.tril(xp.ones((length, length), dtype=bool))[None, None]
+
+
+def decoder_self_mask(tgt_ids, pad_id):
+    """Causal and padding together: query t sees real keys at positions <= t."""
+    xp = _backend.get_array_module(tgt_ids)
+    return causal_mask(tgt_ids.shape[1], xp) & padding_mask(tgt_ids, pad_id)
+
+
+# --------------------------------------------------------------------------------------
+# One encoder layer
+# --------------------------------------------------------------------------------------
+class EncoderLayer(Module):
+    """Self-attention, then a position-wise feed-forward network, each in a residual block."""
+
+    def __init__(self, config: TransformerConfig, rng, dropout_rng):
+        c, kw = config, dict(rng=rng, dtype=config.dtype)
+        self.norm_first = c.norm_first
+        self.self_attn = MultiHeadAttention(c.d_model, c.n_heads, c.attention_dropout,
+                                            dropout_rng=dropout_rng, **kw)
+        self.dropout1 = Dropout(c.dropout, dropout_rng)
+        self.norm1 = LayerNorm(c.d_model, dtype=c.dtype)
+        self.feed_forward = FeedForward(c.d_model, c.d_ff, c.activation, c.dropout,
+                                        dropout_rng=dropout_rng, **kw)
+        self.dropout2 = Dropout(c.dropout, dropout_rng)
+        self.norm2 = LayerNorm(c.d_model, dtype=c.dtype)
+
+    def forward(self, x, mask):
+        if self.norm_first:
+            a, _ = self.self_attn.forward(self.norm1.forward(x), mask=mask), None
+            x = x + self.dropout1.forward(a)
+            f = self.feed_forward.forward(self.norm2.forward(x))
+            return x + self.dropout2.forward(f)
+        a = self.self_attn.forward(x, mask=mask)
+        x = self.norm1.forward(x + self.dropout1.forward(a))
+        f = self.feed_forward.forward(x)
+        return self.norm2.forward(x + self.dropout2.forward(f))
+
+    def backward(self, dout):
+        if self.norm_first:
+            df = self.feed_forward.backward(self.dropout2.backward(dout))
+            dx = dout + self.norm2.backward(df)
+            da, _ = self.self_attn.backward(self.dropout1.backward(dx))
+            return dx + self.norm1.backward(da)
+        ds = self.norm2.backward(dout)
+        dx = ds + self.feed_forward.backward(self.dropout2.backward(ds))
+        ds = self.norm1.backward(dx)
+        da, _ = self.self_attn.backward(self.dropout1.backward(ds))
+        return ds + da
+
+
+# --------------------------------------------------------------------------------------
+# One decoder layer
+# --------------------------------------------------------------------------------------
+class DecoderLayer(Module):
+    """Causal self-attention, cross-attention over the encoder output, feed-forward."""
+
+    def __init__(self, config: TransformerConfig, rng, dropout_rng):
+        c, kw = config, dict(rng=rng, dtype=config.dtype)
+        self.norm_first = c.norm_first
+        self.self_attn = MultiHeadAttention(c.d_model, c.n_heads, c.attention_dropout,
+                                            dropout_rng=dropout_rng, **kw)
+        self.dropout1 = Dropout(c.dropout, dropout_rng)
+        self.norm1 = LayerNorm(c.d_model, dtype=c.dtype)
+        self.cross_attn = MultiHeadAttention(c.d_model, c.n_heads, c.attention_dropout,
+                                             dropout_rng=dropout_rng, **kw)
+        self.dropout2 = Dropout(c.dropout, dropout_rng)
+        self.norm2 = LayerNorm(c.d_model, dtype=c.dtype)
+        self.feed_forward = FeedForward(c.d_model, c.d_ff, c.activation, c.dropout,
+                                        dropout_rng=dropout_rng, **kw)
+        self.dropout3 = Dropout(c.dropout, dropout_rng)
+        self.norm3 = LayerNorm(c.d_model, dtype=c.dtype)
+
+    def forward(self, y, memory, self_mask, cross_mask):
+        if self.norm_first:
+            y = y + self.dropout1.forward(self.self_attn.forward(self.norm1.forward(y), mask=self_mask))
+            y = y + self.dropout2.forward(self.cross_attn.forward(self.norm2.forward(y), memory, cross_mask))
+            return y + self.dropout3.forward(self.feed_forward.forward(self.norm3.forward(y)))
+        y = self.norm1.forward(y + self.dropout1.forward(self.self_attn.forward(y, mask=self_mask)))
+        y = self.norm2.forward(y + self.dropout2.forward(self.cross_attn.forward(y, memory, cross_mask)))
+        return self.norm3.forward(y + self.dropout3.forward(self.feed_forward.forward(y)))
+
+    def backward(self, dout):
+        """Returns ``(dy, dmemory)``: the gradient of the layer input and of the encoder output."""
+        if self.norm_first:
+            dy = dout + self.norm3.backward(self.feed_forward.backward(self.dropout3.backward(dout)))
+            dq, dmemory = self.cross_attn.backward(self.dropout2.backward(dy))
+            dy = dy + self.norm2.backward(dq)
+            da, _ = self.self_attn.backward(self.dropout1.backward(dy))
+            return dy + self.norm1.backward(da), dmemory
+        ds = self.norm3.backward(dout)
+        dy = ds + self.feed_forward.backward(self.dropout3.backward(ds))
+        ds = self.norm2.backward(dy)
+        dq, dmemory = self.cross_attn.backward(self.dropout2.backward(ds))
+        dy = ds + dq
+        ds = self.norm1.backward(dy)
+        da, _ = self.self_attn.backward(self.dropout1.backward(ds))
+        return ds + da, dmemory
+
+    # -- incremental decoding (inference only, no backward) ---------------------------
+    def step(self, y, cache, cross_mask):
+        """One new position: ``y`` (B, 1, d). ``cache`` holds this layer's keys and values
+        (see :class:`DecoderCache`); the new token's key and value are appended to it."""
+        if self.norm_first:
+            y = y + self._cached_self_attention(self.norm1.forward(y), cache)
+            y = y + self._cached_cross_attention(self.norm2.forward(y), cache, cross_mask)
+            return y + self.feed_forward.forward(self.norm3.forward(y))
+        y = self.norm1.forward(y + self._cached_self_attention(y, cache))
+        y = self.norm2.forward(y + self._cached_cross_attention(y, cache, cross_mask))
+        return self.norm3.forward(y + self.feed_forward.forward(y))
+
+    def _cached_self_attention(self, y, cache):
+        q, k, v = self.self_attn.project_self(y)
+        keys, values = cache.append_self(k, v)
+        return self.self_attn.attend(q, keys, values)
+
+    def _cached_cross_attention(self, y, cache, cross_mask):
+        return self.cross_attn.attend(self.cross_attn.project_queries(y), cache.memory_k, cache.memory_v,
+                                      cross_mask)
+
+
+# --------------------------------------------------------------------------------------
+# The stacks
+# --------------------------------------------------------------------------------------
+class Encoder(Module):
+    """N encoder layers (and, for pre-LN, a final layer norm)."""
+
+    def __init__(self, config, rng, dropout_rng):
+        self.layers = ModuleList(EncoderLayer(config, rng, dropout_rng) for _ in range(config.n_encoder_layers))
+        self.final_norm = LayerNorm(config.d_model, dtype=config.dtype) if config.norm_first else None
+
+    def forward(self, x, mask):
+        for layer in self.layers:
+            x = layer.forward(x, mask)
+        return x if self.final_norm is None else self.final_norm.forward(x)
+
+    def backward(self, dx):
+        if self.final_norm is not None:
+            dx = self.final_norm.backward(dx)
+        for layer in reversed(list(self.layers)):
+            dx = layer.backward(dx)
+        return dx
+
+
+class Decoder(Module):
+    """N decoder layers (and, for pre-LN, a final layer norm).
+
+    Every layer reads the same encoder output, so its gradient is the *sum* of what
+    each layer sends back.
+    """
+
+    def __init__(self, config, rng, dropout_rng):
+        self.layers = ModuleList(DecoderLayer(config, rng, dropout_rng) for _ in range(config.n_decoder_layers))
+        self.final_norm = LayerNorm(config.d_model, dtype=config.dtype) if config.norm_first else None
+
+    def forward(self, y, memory, self_mask, cross_mask):
+        for layer in self.layers:
+            y = layer.forward(y, memory, self_mask, cross_mask)
+        return y if self.final_norm is None else self.final_norm.forward(y)
+
+    def backward(self, dy):
+        if self.final_norm is not None:
+            dy = self.final_norm.backward(dy)
+        dmemory = 0
+        for layer in reversed(list(self.layers)):
+            dy, dmem = layer.backward(dy)
+            dmemory = dmemory + dmem
+        return dy, dmemory
+
+    def step(self, y, caches, cross_mask):
+        for layer, cache in zip(self.layers, caches):
+            y = layer.step(y, cache, cross_mask)
+        return y if self.final_norm is None else self.final_norm.forward(y)
+
+
+class DecoderCache:
+    """One decoder layer's keys and values during incremental decoding.
+
+    Self-attention keys and values grow by one position a step; they live in arrays
+    allocated once for ``max_len`` positions, so a step writes one slice instead of
+    copying the whole history. Cross-attention keys and values depend only on the source,
+    so they are computed once, before the first step.
+    """
+
+    def __init__(self, memory_k, memory_v, max_len):
+        xp = _backend.get_array_module(memory_k)
+        b, h, _, dk = memory_k.shape
+        self.memory_k, self.memory_v = memory_k, memory_v
+        self.k = xp.empty((b, h, max_len, dk), dtype=memory_k.dtype)
+        self.v = xp.empty((b, h, max_len, dk), dtype=memory_k.dtype)
+        self.length = 0
+
+    def append_self(self, k, v):
+        t = self.length
+        if t + k.shape[2] > self.k.shape[2]:
+            raise ValueError(f"decoding past the cache's max_len={self.k.shape[2]}")
+        self.k[:, :, t:t + k.shape[2]] = k
+        self.v[:, :, t:t + k.shape[2]] = v
+        self.length = t + k.shape[2]
+        return self.k[:, :, :self.length], self.v[:, :, :self.length]
+
+    def reorder(self, index):
+        """Keep the rows ``index`` (beam search: follow the surviving beams)."""
+        self.memory_k, self.memory_v = self.memory_k[index], self.memory_v[index]
+        self.k, self.v = self.k[index], self.v[index]
+
+
+# --------------------------------------------------------------------------------------
+# The whole model
+# --------------------------------------------------------------------------------------
+class Transformer(Module):
+    """Encoder-decoder Transformer: ``forward(src_ids, tgt_in_ids) -> logits``.
+
+    ``src_ids`` (B, S) and ``tgt_in_ids`` (B, T) are integer token ids, padded with
+    ``config.pad_id``; ``tgt_in_ids`` is the target shifted right (it starts with the
+    start token). The logits (B, T, tgt_vocab_size) at position t predict target token t.
+    ``backward(dlogits)`` fills every parameter's ``.grad``.
+    """
+
+    def __init__(self, config: TransformerConfig, backend: str | None = None):
+        config.validate()
+        self.config = c = config
+        rng = as_generator(c.seed)
+        dropout_rng = _backend.default_rng(c.seed + 1, backend)
+        self.dropout_rng = dropout_rng
+        kw = dict(rng=rng, dtype=c.dtype)
+        self.src_embed = Embedding(c.src_vocab_size, c.d_model, c.pad_id, c.scale_embeddings, **kw)
+        self.tgt_embed = Embedding(c.tgt_vocab_size, c.d_model, c.pad_id, c.scale_embeddings, **kw)
+        self.src_pos = PositionalEncoding(c.d_model, c.max_len, c.learned_positions, **kw)
+        self.tgt_pos = self.src_pos if not c.learned_positions else \
+            PositionalEncoding(c.d_model, c.max_len, True, **kw)
+        self.src_dropout = Dropout(c.dropout, dropout_rng)
+        self.tgt_dropout = Dropout(c.dropout, dropout_rng)
+        self.encoder = Encoder(c, rng, dropout_rng)
+        self.decoder = Decoder(c, rng, dropout_rng)
+        if c.tie_embeddings:
+            # logits = h E^T + b: the output projection reads the target embedding table
+            self.output_bias = Parameter(_backend.asarray(np.zeros(c.tgt_vocab_size), None, c.dtype))
+            self.output = None
+        else:
+            self.output = Linear(c.d_model, c.tgt_vocab_size, **kw)
+        if backend is not None:
+            self.to(backend)
+        self._cache = None
+
+    def _move_buffers(self, backend_name, dtype, memo):
+        self.dropout_rng = self.src_dropout.rng if id(self.dropout_rng) not in memo else memo[id(self.dropout_rng)]
+
+    # -- checks ---------------------------------------------------------------------
+    def _check_ids(self, ids, what, vocab_size):
+        if not hasattr(ids, "ndim") or ids.ndim != 2:
+            raise ValueError(f"{what} must be a 2-D integer array (batch, length), got "
+                             f"{getattr(ids, 'shape', type(ids).__name__)}")
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"{what} must hold integer token ids, got dtype {ids.dtype}")
+        if ids.shape[1] == 0:
+            raise ValueError(f"{what} is empty (length 0)")
+        if ids.shape[1] > self.config.max_len:
+            raise ValueError(f"{what} has length {ids.shape[1]}, longer than the model's "
+                             f"max_len={self.config.max_len}")
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(f"{what} holds ids from {lo} to {hi}, but the vocabulary has ids 0 to "
+                             f"{vocab_size - 1}")
+
+    # -- the pieces, usable alone (decoding uses them) --------------------------------
+    def encode(self, src_ids):
+        """Source ids -> (memory (B, S, d), source mask (B, 1, 1, S))."""
+        self._check_ids(src_ids, "src_ids", self.config.src_vocab_size)
+        src_mask = padding_mask(src_ids, self.config.pad_id)
+        x = self.src_dropout.forward(self.src_pos.forward(self.src_embed.forward(src_ids)))
+        return self.encoder.forward(x, src_mask), src_mask
+
+    def decode(self, tgt_in_ids, memory, src_mask):
+        """Target prefix ids and encoder output -> logits (B, T, V), all positions at once."""
+        self._check_ids(tgt_in_ids, "tgt_in_ids", self.config.tgt_vocab_size)
+        if tgt_in_ids.shape[0] != memory.shape[0]:
+            raise ValueError(f"tgt_in_ids has batch size {tgt_in_ids.shape[0]} but the source has "
+                             f"{memory.shape[0]}")
+        y = self.tgt_dropout.forward(self.tgt_pos.forward(self.tgt_embed.forward(tgt_in_ids)))
+        h = self.decoder.forward(y, memory, decoder_self_mask(tgt_in_ids, self.config.pad_id), src_mask)
+        return self._project(h)
+
+    def _project(self, h):
+        if self.output is not None:
+            return self.output.forward(h)
+        logits, self._out_cache = F.linear_forward(h, self.tgt_embed.weight.data.T, self.output_bias.data)
+        return logits
+
+    def _project_backward(self, dlogits):
+        if self.output is not None:
+            return self.output.backward(dlogits)
+        dh, dw_t, db = F.linear_backward(dlogits, self._out_cache)
+        self.tgt_embed.weight.grad += dw_t.T
+        self.output_bias.grad += db
+        return dh
+
+    # -- training --------------------------------------------------------------------
+    def forward(self, src_ids, tgt_in_ids):
+        memory, src_mask = self.encode(src_ids)
+        return self.decode(tgt_in_ids, memory, src_mask)
+
+    def backward(self, dlogits):
+        """The forward pass in reverse; adds every parameter's gradient into ``.grad``."""
+        dh = self._project_backward(dlogits)
+        dy, dmemory = self.decoder.backward(dh)
+        dy = self.tgt_pos.backward(self.tgt_dropout.backward(dy))
+        self.tgt_embed.backward(dy)
+        dx = self.encoder.backward(dmemory)
+        dx = self.src_pos.backward(self.src_dropout.backward(dx))
+        self.src_embed.backward(dx)
+
+    # -- incremental decoding -----------------------------------------------------------
+    def start_decoding(self, memory, src_mask, max_len):
+        """Per-layer caches for :meth:`decode_step`, cross-attention keys/values computed once."""
+        caches = []
+        for layer in self.decoder.layers:
+            k, v = layer.cross_attn.project_memory(memory)
+            caches.append(DecoderCache(k, v, max_len))
+        return caches
+
+    def decode_step(self, token_ids, caches, src_mask):
+        """Logits (B, V) for the next token, given the newest token ids (B,) of each sequence."""
+        position = caches[0].length if caches else 0
+        ids = token_ids.reshape(-1, 1)
+        y = self.tgt_pos.forward(self.tgt_embed.forward(ids), start=position)
+        h = self.decoder.step(y, caches, src_mask)
+        return self._project(h)[:, 0]
+
+    def extra_repr(self):
+        c = self.config
+        return (f"d_model={c.d_model}, heads={c.n_heads}, d_ff={c.d_ff}, layers={c.n_encoder_layers}+"
+                f"{c.n_decoder_layers}, {'pre' if c.norm_first else 'post'}-LN, "
+                f"params={self.num_parameters():,}")

@@ -1,0 +1,195 @@
+"""Every layer and the loss, gradient-checked by finite differences in float64.
+
+Each check covers the layer's inputs and every parameter, on random shapes, and the
+worst relative error must stay below 1e-7 (a correct backward pass gives about 1e-9 to
+1e-11; a wrong one 1e-3 or worse, see ``test_checker_catches_a_wrong_derivative``).
+"""
+import numpy as np
+import pytest
+
+from minitransformer import functional as F
+from minitransformer import nn
+from minitransformer.gradcheck import check_function, check_module, relative_error
+from minitransformer.losses import (CrossEntropyLoss, softmax_cross_entropy_backward,
+                                    softmax_cross_entropy_forward)
+
+TOL = 1e-7
+F64 = np.float64
+
+
+def _normal(xp, rng, *shape):
+    return xp.asarray(rng.standard_normal(shape))
+
+
+def test_linear(backend_name, xp, rng):
+    for shape in [(4, 5), (2, 3, 5)]:
+        layer = nn.Linear(5, 3, rng=rng, dtype=F64, backend=backend_name)
+        check_module(layer, _normal(xp, rng, *shape)).assert_ok(TOL)
+
+
+def test_linear_without_bias(backend_name, xp, rng):
+    layer = nn.Linear(4, 6, bias=False, rng=rng, dtype=F64, backend=backend_name)
+    report = check_module(layer, _normal(xp, rng, 2, 3, 4)).assert_ok(TOL)
+    assert set(report.errors) == {"input[0]", "weight"}
+
+
+@pytest.mark.parametrize("scale", [False, True])
+def test_embedding(backend_name, xp, rng, scale):
+    layer = nn.Embedding(9, 4, scale=scale, rng=rng, dtype=F64, backend=backend_name)
+    ids = xp.asarray(rng.integers(0, 9, (3, 6)))
+    check_module(layer, ids).assert_ok(TOL)
+
+
+def test_embedding_padding_row_gets_no_gradient(backend_name, xp, rng):
+    pad = 0
+    layer = nn.Embedding(7, 4, padding_idx=pad, rng=rng, dtype=F64, backend=backend_name)
+    ids = rng.integers(1, 7, (3, 6))
+    ids[:, -2:] = pad
+    dy = rng.standard_normal((3, 6, 4))
+    layer.forward(xp.asarray(ids))
+    layer.backward(xp.asarray(dy))
+    expected = np.zeros((7, 4))
+    np.add.at(expected, ids, dy)  # each row: the sum of dy over its occurrences
+    expected[pad] = 0.0
+    grad = np.asarray(layer.weight.grad.tolist())
+    assert np.all(grad[pad] == 0.0)
+    assert relative_error(grad, expected) < TOL
+
+
+@pytest.mark.parametrize("learned", [False, True])
+def test_positional_encoding(backend_name, xp, rng, learned):
+    layer = nn.PositionalEncoding(6, max_len=10, learned=learned, rng=rng, dtype=F64, backend=backend_name)
+    check_module(layer, _normal(xp, rng, 2, 7, 6)).assert_ok(TOL)
+    check_module(layer, _normal(xp, rng, 2, 3, 6), start=4).assert_ok(TOL)
+
+
+def test_layer_norm(backend_name, xp, rng):
+    layer = nn.LayerNorm(7, dtype=F64, backend=backend_name)
+    layer.gamma.data[...] = _normal(xp, rng, 7)
+    layer.beta.data[...] = _normal(xp, rng, 7)
+    check_module(layer, _normal(xp, rng, 3, 4, 7)).assert_ok(TOL)
+
+
+@pytest.mark.parametrize("layer_cls", [nn.ReLU, nn.GELU, nn.Softmax])
+def test_elementwise(backend_name, xp, rng, layer_cls):
+    x = _normal(xp, rng, 3, 4, 6)
+    if layer_cls is nn.ReLU:
+        x[abs(x) < 1e-3] = 0.5  # stay away from the kink at 0, where no derivative exists
+    check_module(layer_cls(), x).assert_ok(TOL)
+
+
+def test_dropout_with_a_fixed_mask(backend_name, xp, rng):
+    from minitransformer.backend import default_rng
+
+    def forward(x):
+        return F.dropout_forward(x, 0.3, default_rng(7, backend_name))
+
+    report = check_function(forward, F.dropout_backward, {"x": _normal(xp, rng, 4, 5)})
+    report.assert_ok(TOL)
+
+
+def _mha(backend_name, rng, d=8, heads=2):
+    return nn.MultiHeadAttention(d, heads, rng=rng, dtype=F64, backend=backend_name)
+
+
+def test_attention_self_no_mask(backend_name, xp, rng):
+    check_module(_mha(backend_name, rng), _normal(xp, rng, 3, 5, 8)).assert_ok(TOL)
+
+
+def test_attention_self_causal_and_padding(backend_name, xp, rng):
+    b, t = 3, 6
+    causal = xp.tril(xp.ones((t, t), dtype=bool))
+    keep = xp.ones((b, t), dtype=bool)
+    keep[0, 4:] = False
+    keep[2, 2:] = False
+    mask = causal[None, None] & keep[:, None, None, :]
+    check_module(_mha(backend_name, rng), _normal(xp, rng, b, t, 8), mask=mask).assert_ok(TOL)
+
+
+def test_attention_fully_masked_row_gives_zeros_not_nan(backend_name, xp, rng):
+    b, t = 2, 5
+    mask = xp.ones((b, 1, t, t), dtype=bool)
+    mask[1, :, 3, :] = False  # query 3 of sequence 1 may look at nothing
+    layer = _mha(backend_name, rng)
+    x = _normal(xp, rng, b, t, 8)
+    out = layer.forward(x, mask=mask)
+    assert not bool(xp.isnan(out).any())
+    weights = layer.attention_weights
+    assert float(abs(weights[1, :, 3, :]).max()) == 0.0
+    # a blocked query still gets the output bias (its attention output is zero)
+    np.testing.assert_allclose(np.asarray(out[1, 3].tolist()), np.asarray(layer.b_out.data.tolist()))
+    check_module(layer, x, mask=mask).assert_ok(TOL)
+
+
+def test_attention_cross(backend_name, xp, rng):
+    b, tq, tk = 3, 4, 7
+    keep = xp.asarray(rng.random((b, 1, 1, tk)) > 0.3)
+    keep[..., 0] = True
+    report = check_module(_mha(backend_name, rng), _normal(xp, rng, b, tq, 8), _normal(xp, rng, b, tk, 8),
+                          mask=keep)
+    report.assert_ok(TOL)
+    assert "input[1]" in report.errors
+
+
+def test_attention_function_with_dropout_on_weights(backend_name, xp, rng):
+    from minitransformer.backend import default_rng
+    mask = xp.tril(xp.ones((5, 5), dtype=bool))
+
+    def forward(q, k, v):
+        return F.attention_forward(q, k, v, mask, 0.2, default_rng(3, backend_name))
+
+    inputs = {n: _normal(xp, rng, 2, 2, 5, 4) for n in "qkv"}
+    check_function(forward, F.attention_backward, inputs).assert_ok(TOL)
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_feed_forward(backend_name, xp, rng, activation):
+    layer = nn.FeedForward(6, 10, activation=activation, rng=rng, dtype=F64, backend=backend_name)
+    check_module(layer, _normal(xp, rng, 2, 3, 6)).assert_ok(TOL)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("ignore_index", [None, 0])
+def test_cross_entropy(backend_name, xp, rng, smoothing, ignore_index):
+    targets = xp.asarray(rng.integers(0, 6, (4, 5)))
+    targets[0, :2] = 0
+    targets[1, 0] = 3
+
+    def forward(logits):
+        return softmax_cross_entropy_forward(logits, targets, ignore_index, smoothing)
+
+    def backward(dloss, cache):
+        return softmax_cross_entropy_backward(cache, dloss)
+
+    check_function(forward, backward, {"logits": _normal(xp, rng, 4, 5, 6)}).assert_ok(TOL)
+
+
+def test_cross_entropy_ignores_padding(rng):
+    logits = rng.standard_normal((2, 3, 5))
+    targets = np.array([[1, 2, 0], [3, 0, 0]])
+    criterion = CrossEntropyLoss(ignore_index=0, label_smoothing=0.1)
+    loss = criterion.forward(logits, targets)
+    dlogits = criterion.backward()
+    assert np.all(dlogits[targets == 0] == 0)
+    # only the three real targets count, and the mean divides by three
+    changed = logits.copy()
+    changed[targets == 0] += 100.0
+    assert float(criterion.forward(changed, targets)) == pytest.approx(float(loss), abs=1e-12)
+
+
+def test_checker_catches_a_wrong_derivative(rng):
+    """A gradient check that cannot fail proves nothing: feed it a classic mistake."""
+    def wrong_softmax_backward(dp, cache):
+        p, axis = cache
+        return dp * p * (1 - p)  # the diagonal of the Jacobian only
+
+    report = check_function(F.softmax_forward, wrong_softmax_backward, {"x": rng.standard_normal((3, 5))})
+    assert report.max_error > 1e-2
+    with pytest.raises(AssertionError, match="gradient check failed"):
+        report.assert_ok(TOL)
+
+
+def test_checker_requires_float64(rng):
+    layer = nn.Linear(3, 2, rng=rng)  # float32
+    with pytest.raises(ValueError, match="float64"):
+        check_module(layer, rng.standard_normal((2, 3)).astype(np.float32))
