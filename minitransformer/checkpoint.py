@@ -78,6 +78,7 @@ class Checkpoint:
         params: parameter name → array, in the model's ``named_parameters()`` order.
         optimizer_state: an :meth:`Optimizer.state_dict`, or None when no optimiser was saved.
         rng_state: ``rng.bit_generator.state`` of the saved generator, or None.
+        dropout_rng_state: the state of the model's dropout generator (NumPy backend), or None.
         library_version: the minitransformer version that wrote the file.
         saved_at: when it was written (ISO 8601, UTC).
         path: where it was read from.
@@ -91,6 +92,7 @@ class Checkpoint:
     params: dict = field(repr=False)
     optimizer_state: dict | None = field(default=None, repr=False)
     rng_state: dict | None = field(default=None, repr=False)
+    dropout_rng_state: dict | None = field(default=None, repr=False)
     library_version: str | None = None
     saved_at: str | None = None
     path: Path | None = None
@@ -165,6 +167,12 @@ def _rng_state(rng):
                           f"(keep the data-order generator on the host to checkpoint it)")
 
 
+def _model_dropout_rng_state(model):
+    """State of the model's own dropout generator, when it has a NumPy one (exact resume)."""
+    rng = getattr(model, "dropout_rng", None)
+    return rng.bit_generator.state if isinstance(rng, np.random.Generator) else None
+
+
 def save_checkpoint(path, model, *, optimizer=None, step: int = 0, rng=None, config: dict | None = None,
                     vocabularies: dict | None = None, metadata: dict | None = None) -> Path:
     """Write ``model`` (and optionally its optimiser, rng, config, vocabularies) to ``path``.
@@ -210,6 +218,7 @@ def save_checkpoint(path, model, *, optimizer=None, step: int = 0, rng=None, con
         "params": [{"name": name, "shape": list(a.shape), "dtype": a.dtype.name} for name, a in params.items()],
         "optimizer": _to_json(optimizer_header, "optimizer state"),
         "rng_state": _to_json(_rng_state(rng), "rng state"),
+        "dropout_rng_state": _to_json(_model_dropout_rng_state(model), "dropout rng state"),
     }
     arrays["format_version"] = np.array(FORMAT_VERSION, dtype=np.int64)
     arrays["header"] = np.array(json.dumps(header))  # 0-d unicode array: loads without pickle
@@ -343,6 +352,7 @@ def load_checkpoint(path) -> Checkpoint:
         params=params,
         optimizer_state=optimizer_state,
         rng_state=_from_json(header.get("rng_state")),
+        dropout_rng_state=_from_json(header.get("dropout_rng_state")),
         library_version=header.get("library_version"),
         saved_at=header.get("saved_at"),
         path=path,
@@ -420,3 +430,25 @@ def restore_rng(checkpoint, rng: np.random.Generator | None = None) -> np.random
     except (ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(f"cannot restore the random generator: {_one_line(exc)}") from exc
     return rng
+
+
+def load_model(path, backend: str | None = None):
+    """Rebuild the :class:`~minitransformer.transformer.Transformer` saved at ``path``.
+
+    Returns ``(model, checkpoint)``: the model built from the saved config, on ``backend``
+    (NumPy by default, whatever backend saved it), with the saved parameters and, on
+    NumPy, the saved dropout generator state, so training can resume exactly.
+    """
+    from .transformer import Transformer, TransformerConfig  # the model lives above this module
+
+    checkpoint = _as_checkpoint(path)
+    if not isinstance(checkpoint.config, dict):
+        raise CheckpointError(f"{checkpoint.path} holds no model config, so the model cannot be rebuilt")
+    try:
+        config = TransformerConfig.from_dict(checkpoint.config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{checkpoint.path} holds an invalid model config: {_one_line(exc)}") from exc
+    model = restore_model(checkpoint, Transformer(config, backend=backend))
+    if checkpoint.dropout_rng_state is not None and isinstance(model.dropout_rng, np.random.Generator):
+        model.dropout_rng.bit_generator.state = checkpoint.dropout_rng_state
+    return model, checkpoint

@@ -29,6 +29,14 @@ def _prepare(model, src_ids, max_len):
     return model.encode(src_ids)
 
 
+def _next_token_logits(model, logits, bos_id):
+    """Logits with the padding and start tokens ruled out: neither is ever a valid output,
+    and a generated padding token would be masked out of later steps' attention."""
+    logits[:, model.config.pad_id] = -np.inf
+    logits[:, bos_id] = -np.inf
+    return logits
+
+
 def _trim(generated, finished_at, eos_id):
     """Each row up to (not including) its end token, as a list of Python int lists."""
     rows = to_numpy(generated)
@@ -60,7 +68,7 @@ def greedy_decode(model, src_ids, *, bos_id, eos_id, max_len, use_cache=True, re
             logits = model.decode_step(tokens[:, t], caches, src_mask)
         else:
             logits = model.decode(tokens[:, : t + 1], memory, src_mask)[:, -1]
-        next_token = logits.argmax(axis=-1).astype(tokens.dtype)
+        next_token = _next_token_logits(model, logits, bos_id).argmax(axis=-1).astype(tokens.dtype)
         # a finished sequence keeps padding; its choices no longer matter
         tokens[:, t + 1] = xp.where(finished, model.config.pad_id, next_token)
         finished |= next_token == eos_id
@@ -108,7 +116,8 @@ def beam_search(model, src_ids, *, bos_id, eos_id, max_len, beam_width=4, length
     lengths = xp.zeros(batch * k, dtype=np.int64)
     n_steps = 0
     for t in range(max_len):
-        logits = model.decode_step(tokens[:, t], caches, src_mask).astype(np.float64)
+        logits = _next_token_logits(model, model.decode_step(tokens[:, t], caches, src_mask), bos_id)
+        logits = logits.astype(np.float64)
         shifted = logits - logits.max(axis=-1, keepdims=True)
         log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
         vocab = log_probs.shape[-1]
