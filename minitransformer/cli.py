@@ -1,0 +1,79 @@
+"""The ``minitransformer`` command line.
+
+Every command prints a one-line error and exits with a non-zero status on bad input;
+no traceback reaches the user (set MINITRANSFORMER_DEBUG=1 to see one).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import __version__
+
+
+class CommandError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def _add_toy(subparsers):
+    p = subparsers.add_parser("toy", help="train a small model to copy or reverse random sequences",
+                              description="Train a small Transformer on the copy or reverse task and "
+                                          "report exact-match accuracy on fresh sequences: the quickest "
+                                          "end-to-end check that everything works.")
+    p.add_argument("--task", choices=["copy", "reverse"], default="copy")
+    p.add_argument("--steps", type=int, default=1500, help="maximum optimizer steps (default 1500)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", choices=["numpy", "cupy"], default=None,
+                   help="array backend (default: $MINITRANSFORMER_BACKEND or numpy)")
+    p.set_defaults(func=_run_toy)
+
+
+def _run_toy(args):
+    from .toy import train_toy
+    if args.steps < 1:
+        raise CommandError(f"--steps must be positive, got {args.steps}")
+    model, trainer, metrics = train_toy(args.task, steps=args.steps, seed=args.seed, backend=args.backend)
+    print(f"{args.task} task: {metrics['exact_match']:.1%} exact match, "
+          f"{metrics['token_accuracy']:.2%} token accuracy on {metrics['n']} fresh sequences "
+          f"after {trainer.step} steps ({trainer.train_seconds:.0f} s of training)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minitransformer",
+                                     description="A Transformer written by hand on NumPy: train, "
+                                                 "evaluate and inspect it from the command line.")
+    parser.add_argument("--version", action="version", version=f"minitransformer {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_toy(subparsers)
+    try:
+        from .codon.cli import add_codon_commands
+    except ImportError:  # pragma: no cover - the codon package ships with the library
+        add_codon_commands = None
+    if add_codon_commands is not None:
+        add_codon_commands(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line for the user, the traceback only on request
+        if os.environ.get("MINITRANSFORMER_DEBUG"):
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"minitransformer: error: {message}", file=sys.stderr)
+        return 2 if isinstance(exc, (CommandError, ValueError, FileNotFoundError)) else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
