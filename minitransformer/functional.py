@@ -43,11 +43,17 @@ def _sum_over_leading_axes(a):
 # Linear: y = x W + b
 # --------------------------------------------------------------------------------------
 def linear_forward(x, w, b=None):
-    """y = x @ W + b, with x (..., n_in), W (n_in, n_out), b (n_out,)."""
-    y = x @ w
+    """y = x @ W + b, with x (..., n_in), W (n_in, n_out), b (n_out,).
+
+    The leading axes are flattened first, so the product is one large 2-D matrix product
+    (rows = every position of every sequence): NumPy hands that to BLAS in one call,
+    where a 3-D ``x @ W`` would loop over the batch in smaller products.
+    """
+    n_in, n_out = w.shape
+    y = x.reshape(-1, n_in) @ w
     if b is not None:
         y += b
-    return y, (x, w)
+    return y.reshape(x.shape[:-1] + (n_out,)), (x, w)
 
 
 def linear_backward(dy, cache):
