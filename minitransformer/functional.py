@@ -268,11 +268,14 @@ def attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, training=True
     :data:`MASK_VALUE` before the softmax, so they get exactly zero weight. A query that
     may attend to *no* key gets all-zero weights (and a zero output) rather than NaN.
     Optional dropout acts on the attention weights.
+
+    The scale s = 1/sqrt(d_k) is applied to Q before the product, (s Q) K^T, which is the
+    same number as s (Q K^T) but touches Tq x d_k entries instead of Tq x Tk.
     """
     xp = get_array_module(q)
     scale = 1.0 / math.sqrt(q.shape[-1])
-    scores = q @ xp.swapaxes(k, -1, -2)
-    scores *= scale
+    q_scaled = q * scale
+    scores = q_scaled @ xp.swapaxes(k, -1, -2)
     empty_rows = None
     if mask is not None:
         xp.copyto(scores, MASK_VALUE, where=~mask)
@@ -284,7 +287,7 @@ def attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, training=True
         weights *= ~empty_rows
     dropped, drop_mask = dropout_forward(weights, dropout_p, rng, training)
     out = dropped @ v
-    return out, (q, k, v, weights, dropped, drop_mask, scale)
+    return out, (q_scaled, k, v, weights, dropped, drop_mask, scale)
 
 
 def attention_backward(dout, cache):
@@ -295,19 +298,19 @@ def attention_backward(dout, cache):
     * out = A' V (A' = A after dropout):  dA' = dout V^T,  dV = A'^T dout
     * dropout:                            dA = dA' * m
     * softmax, row by row:                dS = A * (dA - sum_j dA_j A_j)
-    * S = s Q K^T:                        dQ = s dS K,  dK = s dS^T Q
+    * S = s Q K^T:                        dQ = s dS K,  dK = s dS^T Q = dS^T (s Q)
 
     Masked entries have A = 0, so dS = 0 there: no gradient flows to masked keys.
     Returns ``(dq, dk, dv)``.
     """
-    q, k, v, weights, dropped, drop_mask, scale = cache
+    q_scaled, k, v, weights, dropped, drop_mask, scale = cache
     xp = get_array_module(dout)
     dv = xp.swapaxes(dropped, -1, -2) @ dout
     dweights = dropout_backward(dout @ xp.swapaxes(v, -1, -2), drop_mask)
     dscores = softmax_backward(dweights, (weights, -1))
-    dscores *= scale
     dq = dscores @ k
-    dk = xp.swapaxes(dscores, -1, -2) @ q
+    dq *= scale
+    dk = xp.swapaxes(dscores, -1, -2) @ q_scaled
     return dq, dk, dv
 
 
@@ -326,6 +329,30 @@ def merge_heads(x):
     return x.transpose(0, 2, 1, 3).reshape(b, t, h * d)
 
 
+def _split_projections(x, n_parts, n_heads):
+    """(B, T, n*H*d) -> n_parts arrays (B, H, T, d), with one copy for all of them.
+
+    The fused projection lays out [Q | K | V] along the features; viewing them as
+    (B, T, n, H, d) and moving axes to (n, B, H, T, d) turns each head of each of Q, K, V
+    into a contiguous (T, d) matrix, ready for the batched products of attention.
+    """
+    xp = get_array_module(x)
+    b, t, width = x.shape
+    d = width // (n_parts * n_heads)
+    parts = xp.ascontiguousarray(x.reshape(b, t, n_parts, n_heads, d).transpose(2, 0, 3, 1, 4))
+    return tuple(parts)
+
+
+def _merge_projections(*heads):
+    """Inverse of :func:`_split_projections`: n arrays (B, H, T, d) -> (B, T, n*H*d)."""
+    xp = get_array_module(heads[0])
+    b, h, t, d = heads[0].shape
+    out = xp.empty((b, t, len(heads), h, d), dtype=heads[0].dtype)
+    for i, part in enumerate(heads):
+        out[:, :, i] = part.transpose(0, 2, 1, 3)
+    return out.reshape(b, t, len(heads) * h * d)
+
+
 def multi_head_attention_forward(x_q, x_kv, w_in, b_in, w_out, b_out, n_heads, mask=None,
                                  dropout_p=0.0, rng=None, training=True):
     """Multi-head attention, all heads in one batched product.
@@ -339,20 +366,18 @@ def multi_head_attention_forward(x_q, x_kv, w_in, b_in, w_out, b_out, n_heads, m
     attention runs on (batch, heads) in parallel, the heads are concatenated back and
     projected: out = concat(head_1..head_H) @ W_O + b_O.
     """
-    xp = get_array_module(x_q)
     d_model = w_out.shape[0]
     if x_kv is None:
         qkv, qkv_cache = linear_forward(x_q, w_in, b_in)
-        q, k, v = qkv[..., :d_model], qkv[..., d_model:2 * d_model], qkv[..., 2 * d_model:]
+        qh, kh, vh = _split_projections(qkv, 3, n_heads)
         kv_cache = None
     else:
         q, qkv_cache = linear_forward(x_q, w_in[:, :d_model], b_in[:d_model])
         kv, kv_cache = linear_forward(x_kv, w_in[:, d_model:], b_in[d_model:])
-        k, v = kv[..., :d_model], kv[..., d_model:]
-    qh, kh, vh = (xp.ascontiguousarray(split_heads(a, n_heads)) for a in (q, k, v))
+        (qh,) = _split_projections(q, 1, n_heads)
+        kh, vh = _split_projections(kv, 2, n_heads)
     heads, attn_cache = attention_forward(qh, kh, vh, mask, dropout_p, rng, training)
-    concat = merge_heads(heads)
-    out, out_cache = linear_forward(concat, w_out, b_out)
+    out, out_cache = linear_forward(merge_heads(heads), w_out, b_out)
     return out, (qkv_cache, kv_cache, attn_cache, out_cache, n_heads)
 
 
@@ -364,14 +389,12 @@ def multi_head_attention_backward(dout, cache):
     qkv_cache, kv_cache, attn_cache, out_cache, n_heads = cache
     xp = get_array_module(dout)
     dconcat, dw_out, db_out = linear_backward(dout, out_cache)
-    dheads = split_heads(dconcat, n_heads)
-    dqh, dkh, dvh = attention_backward(dheads, attn_cache)
-    dq, dk, dv = merge_heads(dqh), merge_heads(dkh), merge_heads(dvh)
+    dqh, dkh, dvh = attention_backward(split_heads(dconcat, n_heads), attn_cache)
     if kv_cache is None:
-        dx_q, dw_in, db_in = linear_backward(xp.concatenate([dq, dk, dv], axis=-1), qkv_cache)
+        dx_q, dw_in, db_in = linear_backward(_merge_projections(dqh, dkh, dvh), qkv_cache)
         return dx_q, None, dw_in, db_in, dw_out, db_out
-    dx_q, dw_q, db_q = linear_backward(dq, qkv_cache)
-    dx_kv, dw_kv, db_kv = linear_backward(xp.concatenate([dk, dv], axis=-1), kv_cache)
+    dx_q, dw_q, db_q = linear_backward(merge_heads(dqh), qkv_cache)
+    dx_kv, dw_kv, db_kv = linear_backward(_merge_projections(dkh, dvh), kv_cache)
     dw_in = xp.concatenate([dw_q, dw_kv], axis=1)
     db_in = xp.concatenate([db_q, db_kv])
     return dx_q, dx_kv, dw_in, db_in, dw_out, db_out

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..decoding import greedy_decode
+from ..losses import CrossEntropyLoss
 from ..optim import Adam, NoamSchedule
 from ..training import Batch, Trainer, length_bucketed_batches
 from ..transformer import Transformer, TransformerConfig
@@ -48,6 +49,8 @@ class CodonRecipe:
     start_max_len: int = 10
     final_max_len: int = 100
     advance_at: float = 0.95      #: exact match on the check set that moves the curriculum on
+    label_smoothing: float = 0.1
+    max_grad_norm: float = 0.0    #: global-norm gradient clipping; 0 turns it off
     stop_rate: float = 0.05       #: probability that a residue is a stop codon
     warmup_steps: int = 400
     lr_factor: float = 1.0        #: scales the paper's schedule d^-0.5 min(s^-0.5, s w^-1.5)
@@ -120,24 +123,37 @@ def _encode_padded(texts, vocab, extra=0):
 class SyntheticBatches:
     """Endless batches of fresh random pairs; the curriculum sets ``max_len``.
 
-    Each batch holds proteins of a single length L (so no padding is computed), L drawn
-    uniformly from ``min_len..max_len``, and as many of them as fit in ``max_tokens``
-    source nucleotides.
+    Pairs are drawn a pool at a time (about ``pool_batches`` batches' worth), with protein
+    lengths uniform in ``min_len..max_len``, then grouped by length into batches of at most
+    ``max_tokens`` padded source nucleotides (see :func:`length_bucketed_batches`), so
+    almost no padding is computed. A change of ``max_len`` takes effect with the next pool.
     """
 
-    def __init__(self, recipe: CodonRecipe, table, rng: np.random.Generator):
+    def __init__(self, recipe: CodonRecipe, table, rng: np.random.Generator, pool_batches: int = 32):
         self.recipe, self.table, self.rng = recipe, table, rng
         self.min_len, self.max_len = recipe.min_len, recipe.start_max_len
+        self.pool_batches = pool_batches
         self.rna_vocab, self.protein_vocab = rna_vocabulary(), protein_vocabulary()
+        self._queue, self._pool_max_len = [], None
 
     def __iter__(self):
         return self
 
+    def _refill(self):
+        mean_len = (self.min_len + self.max_len) / 2
+        n = max(1, int(self.pool_batches * self.recipe.max_tokens / (3 * mean_len)))
+        pairs = generate_pairs(n, self.min_len, self.max_len, self.table, self.recipe.stop_rate, self.rng)
+        lengths = 3 * pairs["protein"].str.len().to_numpy()
+        groups = length_bucketed_batches(lengths, self.recipe.max_tokens, self.rng)
+        rnas, proteins = pairs["rna"].to_numpy(), pairs["protein"].to_numpy()
+        self._queue = [(rnas[g], proteins[g]) for g in groups]
+        self._pool_max_len = self.max_len
+
     def __next__(self) -> Batch:
-        length = int(self.rng.integers(self.min_len, self.max_len + 1))
-        n = max(1, self.recipe.max_tokens // (3 * length))
-        pairs = generate_pairs(n, length, length, self.table, self.recipe.stop_rate, self.rng)
-        return encode_pairs(pairs["rna"], pairs["protein"], self.rna_vocab, self.protein_vocab)
+        if not self._queue or self._pool_max_len != self.max_len:
+            self._refill()
+        rnas, proteins = self._queue.pop()
+        return encode_pairs(rnas, proteins, self.rna_vocab, self.protein_vocab)
 
 
 class TableBatches:
@@ -264,7 +280,8 @@ def train_codon_model(recipe: CodonRecipe | None = None, *, table=1, data: pd.Da
         optimizer = Adam(model.parameters(),
                          lr=NoamSchedule(recipe.d_model, recipe.warmup_steps, recipe.lr_factor),
                          betas=(0.9, 0.98), eps=1e-9)
-    trainer = Trainer(model, optimizer)
+    criterion = CrossEntropyLoss(ignore_index=model.config.pad_id, label_smoothing=recipe.label_smoothing)
+    trainer = Trainer(model, optimizer, criterion, max_grad_norm=recipe.max_grad_norm or None)
     data_rng = np.random.default_rng(seed)
     check_rng = np.random.default_rng(seed + 10_000)
     if data is None:
