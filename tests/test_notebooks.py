@@ -51,6 +51,11 @@ def _missing_tools() -> str | None:
 
 
 _MISSING = _missing_tools()
+try:
+    import jupytext  # noqa: F401
+    _NO_JUPYTEXT = None
+except ImportError:
+    _NO_JUPYTEXT = "jupytext not installed; pip install -e \".[dev]\" to read the notebook scripts"
 
 
 def _kernel_env() -> dict:
@@ -68,7 +73,7 @@ def test_notebooks_are_present():
     assert len(set(numbers)) == len(numbers), f"two notebooks share a number: {names}"
 
 
-@pytest.mark.skipif(_MISSING is not None and _MISSING.startswith("jupytext"), reason=str(_MISSING))
+@pytest.mark.skipif(_NO_JUPYTEXT is not None, reason=str(_NO_JUPYTEXT))
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_is_a_percent_script(path):
     """Each script reads as a notebook with Markdown and code cells and a python3 kernel."""
