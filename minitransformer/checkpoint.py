@@ -6,7 +6,7 @@ checkpoint cannot run code. Its entries::
 
     format_version        0-d int64: the layout version (this library writes FORMAT_VERSION)
     header                0-d unicode string: JSON with everything that is not a big array
-    param/<name>          one array per model parameter, e.g. param/encoder.layers.0.ff.w1
+    param/<name>          one array per model parameter, e.g. param/encoder.layers.0.feed_forward.linear1.weight
     optim/<key>           one array per optimiser state buffer, e.g. optim/0.exp_avg
 
 The JSON header holds the step, the model config, the vocabularies, free-form metadata,

@@ -100,7 +100,7 @@ class GradCheckReport:
         return self
 
     def __str__(self) -> str:
-        width = max((len(k) for k in self.errors), default=4)
+        width = max([4] + [len(k) for k in self.errors])
         lines = [f"{'name':<{width}}  relative error"]
         lines += [f"{k:<{width}}  {v:.2e}" for k, v in self.errors.items()]
         return "\n".join(lines)

@@ -107,7 +107,8 @@ class Embedding(Module):
     ``scale=True`` multiplies by sqrt(d_model), as the paper does, so that embeddings and
     the positional encoding (entries in [-1, 1]) have comparable size; the table is then
     initialised N(0, 1/d_model) so that the scaled vectors have unit-variance entries.
-    The row of ``padding_idx`` starts at zero and never receives a gradient.
+    The row of ``padding_idx`` starts at zero and gets no gradient from this layer's
+    backward pass (a tied output projection, which reads the same table, still sends it one).
     """
 
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None, scale=False, *,

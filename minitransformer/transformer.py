@@ -133,8 +133,9 @@ class EncoderLayer(Module):
         self.norm2 = LayerNorm(c.d_model, dtype=c.dtype)
 
     def forward(self, x, mask):
+        """x (B, S, d) -> (B, S, d); ``mask`` (B, 1, 1, S) hides padding keys."""
         if self.norm_first:
-            a, _ = self.self_attn.forward(self.norm1.forward(x), mask=mask), None
+            a = self.self_attn.forward(self.norm1.forward(x), mask=mask)
             x = x + self.dropout1.forward(a)
             f = self.feed_forward.forward(self.norm2.forward(x))
             return x + self.dropout2.forward(f)
@@ -144,6 +145,8 @@ class EncoderLayer(Module):
         return self.norm2.forward(x + self.dropout2.forward(f))
 
     def backward(self, dout):
+        """Gradient of the layer input; each residual block passes dout through and adds
+        what its sub-layer sends back."""
         if self.norm_first:
             df = self.feed_forward.backward(self.dropout2.backward(dout))
             dx = dout + self.norm2.backward(df)
@@ -179,6 +182,7 @@ class DecoderLayer(Module):
         self.norm3 = LayerNorm(c.d_model, dtype=c.dtype)
 
     def forward(self, y, memory, self_mask, cross_mask):
+        """y (B, T, d) target positions, memory (B, S, d) encoder output -> (B, T, d)."""
         if self.norm_first:
             y = y + self.dropout1.forward(self.self_attn.forward(self.norm1.forward(y), mask=self_mask))
             y = y + self.dropout2.forward(self.cross_attn.forward(self.norm2.forward(y), memory, cross_mask))
@@ -404,6 +408,7 @@ class Transformer(Module):
 
     # -- training --------------------------------------------------------------------
     def forward(self, src_ids, tgt_in_ids):
+        """Source ids (B, S) and shifted target ids (B, T) -> logits (B, T, tgt_vocab_size)."""
         memory, src_mask = self.encode(src_ids)
         return self.decode(tgt_in_ids, memory, src_mask)
 

@@ -1,0 +1,840 @@
+"""The ``minitransformer codon`` commands: make data, train, evaluate, translate, look inside.
+
+::
+
+    minitransformer codon demo                                  # everything, in about 10 minutes
+    minitransformer codon make-data --n 2000 --out test.csv     # random pairs as CSV
+    minitransformer codon train --time-budget 300 --out model.npz
+    minitransformer codon evaluate --model model.npz --data test.csv
+    minitransformer codon translate --model model.npz atggcctaa --check
+    minitransformer codon attention --model model.npz AUGGCCAUUGUAAUGGGC --out attention.png
+
+Every command takes pairs files in the task's CSV format (columns ``rna,protein``) and
+models as ``.npz`` checkpoints whose metadata records the genetic code they were trained
+for. Bad input (a sequence with a stray letter, a file that is not a checkpoint, a protein
+that is not the translation of its RNA) is one line on stderr and a non-zero exit status,
+never a traceback: the errors are raised here as ``ValueError``, ``CommandError`` or
+``CheckpointError`` and printed by :func:`minitransformer.cli.main`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..cli import CommandError
+from .genetic_code import AVAILABLE_TABLES, get_genetic_code
+from .train import CodonRecipe
+
+__all__ = ["add_codon_commands", "difference_markers"]
+
+#: How many offending rows a one-line message lists before "and N more".
+SHOWN_ROWS = 5
+
+
+# ======================================================================================
+# Argument helpers
+# ======================================================================================
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions as written, and "(default: X)" after every option that has a default
+    (but not after flags, or options whose default is "none")."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value
+
+
+def _table(text: str) -> int:
+    """A genetic code by NCBI number (``2``) or name (``mitochondrial``) -> its number."""
+    try:
+        return get_genetic_code(text).table_id
+    except (TypeError, ValueError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+_TABLE_HELP = ("genetic code: NCBI table number or name (" +
+               ", ".join(str(get_genetic_code(t).table_id) + " " + get_genetic_code(t).aliases[0]
+                         for t in AVAILABLE_TABLES) + ")")
+
+
+def _add_backend(p):
+    p.add_argument("--backend", choices=["numpy", "cupy"], default=None,
+                   help="array backend (default: $MINITRANSFORMER_BACKEND, else numpy)")
+
+
+def _add_model(p):
+    p.add_argument("--model", required=True, metavar="MODEL.npz",
+                   help="a codon model checkpoint (from 'codon train' or 'codon demo')")
+
+
+# ======================================================================================
+# Shared pieces
+# ======================================================================================
+def _one_line(exc: BaseException) -> str:
+    """A multi-line error message (e.g. a list of bad rows) joined into one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines) if lines else type(exc).__name__
+
+
+def _row_list(rows) -> str:
+    """``3, 17, 20 and 4 more`` for data-row numbers."""
+    rows = list(rows)
+    shown = ", ".join(str(r) for r in rows[:SHOWN_ROWS])
+    return shown + (f" and {len(rows) - SHOWN_ROWS} more" if len(rows) > SHOWN_ROWS else "")
+
+
+def _read_pairs(path):
+    """A pairs CSV, normalised; its errors (one per bad row) folded into one line."""
+    from .data import read_pairs_csv
+    try:
+        return read_pairs_csv(path)
+    except FileNotFoundError:
+        raise
+    except ValueError as err:
+        raise ValueError(_one_line(err)) from err
+
+
+def _mismatched_rows(df, table: int) -> list:
+    """1-based data-row numbers of ``df`` whose protein is not the translation of its RNA."""
+    from .data import check_pairs
+    wrong = check_pairs(df.reset_index(drop=True), table)
+    return [int(i) + 1 for i in wrong.index]
+
+
+def _check_lengths(rnas, labels, model, what="sequence"):
+    """A clear error for sources longer than the model's positional encoding covers."""
+    limit = int(model.config.max_len)
+    too_long = [(label, len(r)) for label, r in zip(labels, rnas) if len(r) > limit]
+    if too_long:
+        shown = ", ".join(f"{label} ({n} nucleotides)" for label, n in too_long[:SHOWN_ROWS])
+        more = f" and {len(too_long) - SHOWN_ROWS} more" if len(too_long) > SHOWN_ROWS else ""
+        raise CommandError(f"{what} too long for this model, which reads at most {limit} "
+                           f"nucleotides (its max_len): {shown}{more}")
+
+
+def _load_codon_model(path, backend=None):
+    """``(model, checkpoint)`` for a codon model; CheckpointError for anything else."""
+    from ..checkpoint import CheckpointError, load_model
+    from .data import protein_vocabulary, rna_vocabulary
+
+    model, ckpt = load_model(path, backend=backend)
+    meta = ckpt.metadata or {}
+    task = meta.get("task")
+    if task is not None and task != "codon":
+        raise CheckpointError(f"{path} is a model for the {task!r} task, not a codon model")
+    sizes = (model.config.src_vocab_size, model.config.tgt_vocab_size)
+    expected = (len(rna_vocabulary()), len(protein_vocabulary()))
+    if sizes != expected:
+        raise CheckpointError(f"{path} is not a codon model: its vocabularies have {sizes[0]} and "
+                              f"{sizes[1]} tokens, a codon model's have {expected[0]} and {expected[1]}")
+    model.eval()
+    return model, ckpt
+
+
+def _model_table(ckpt, override) -> int:
+    """The genetic code to check against: --table if given, else the model's own."""
+    if override is not None:
+        return override
+    table = (ckpt.metadata or {}).get("table", 1)
+    try:
+        return get_genetic_code(table).table_id
+    except (TypeError, ValueError):
+        return 1
+
+
+def _sidecar(out: Path, suffix: str) -> Path:
+    """``model.npz`` -> ``model<suffix>`` in the same folder (``.history.csv`` etc.)."""
+    name = out.name[:-4] if out.name.endswith(".npz") else out.name
+    return out.with_name(name + suffix)
+
+
+def _check_output_path(out: Path) -> None:
+    """Fail before a long training run, not after it, if the model cannot be written."""
+    if out.is_dir():
+        raise CommandError(f"--out {out} is a folder; give a file name such as {out / 'model.npz'}")
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CommandError(f"cannot create the folder {parent} for {out}: {err.strerror or err}") from err
+    if not os.access(parent, os.W_OK):
+        raise CommandError(f"cannot write {out}: the folder {parent} is not writable")
+
+
+def _save_run(out: Path, run, *, data=None, train_seconds=None) -> None:
+    """The checkpoint of a finished (or interrupted) codon training run."""
+    from ..checkpoint import save_checkpoint
+    from .data import protein_vocabulary, rna_vocabulary
+
+    trainer = run.trainer
+    metadata = {"task": "codon", "table": run.table, "recipe": run.recipe.to_dict(),
+                "curriculum": [list(c) for c in run.curriculum],
+                "train_seconds": float(trainer.train_seconds if train_seconds is None else train_seconds),
+                "stop_reason": getattr(trainer, "stop_reason", None),
+                "data": None if data is None else str(data)}
+    save_checkpoint(out, run.model, optimizer=trainer.optimizer, step=trainer.step, rng=run.data_rng,
+                    vocabularies={"source": rna_vocabulary(), "target": protein_vocabulary()},
+                    metadata=metadata)
+
+
+def _interrupt_saver(out: Path, recipe, table: int, data=None):
+    """A ``checkpoint_fn`` for the trainer: on Ctrl-C, keep what was learned so far at ``out``."""
+    def save(trainer):
+        from ..checkpoint import save_checkpoint
+        from .data import protein_vocabulary, rna_vocabulary
+        save_checkpoint(out, trainer.model, optimizer=trainer.optimizer, step=trainer.step,
+                        vocabularies={"source": rna_vocabulary(), "target": protein_vocabulary()},
+                        metadata={"task": "codon", "table": table, "recipe": recipe.to_dict(),
+                                  "train_seconds": float(trainer.train_seconds), "interrupted": True,
+                                  "data": None if data is None else str(data)})
+        print(f"saved the model after {trainer.step} steps to {out}", file=sys.stderr)
+    return save
+
+
+def _last_check(history):
+    """The last curriculum check in a training history, or None."""
+    if "eval_exact_match" not in history.columns:
+        return None
+    rows = history.dropna(subset=["eval_exact_match"])
+    return None if rows.empty else rows.iloc[-1]
+
+
+def _describe_training(run) -> list[str]:
+    trainer = run.trainer
+    lines = [f"trained for {trainer.step} steps ({trainer.train_seconds:.0f} s of optimizer steps); "
+             f"stopped: {getattr(trainer, 'stop_reason', None) or 'unknown'}"]
+    steps = ", ".join(f"up to {int(c[2])} residues from step {int(c[0])}" for c in run.curriculum)
+    lines.append(f"curriculum: {steps}")
+    check = _last_check(run.history)
+    if check is not None:
+        span = f"1-{int(check['eval_max_len'])} residues" if "eval_max_len" in check else "its range"
+        lines.append(f"last check: {check['eval_exact_match']:.1%} exact match, "
+                     f"{check['eval_residue_accuracy']:.2%} residue accuracy on fresh proteins of {span}")
+    return lines
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _score_table(overall, by_length) -> str:
+    """Scores by length bucket and (unless ``overall`` is None) overall, as aligned text."""
+    rows = [(str(r["lengths"]), int(r["n"]), r["exact_match"], r["residue_accuracy"])
+            for _, r in by_length.iterrows()]
+    if overall is not None:
+        rows.append(("all", int(overall["n"]), overall["exact_match"], overall["residue_accuracy"]))
+    out = [f"{'lengths':<10} {'n':>7} {'exact match':>12} {'residue accuracy':>17}"]
+    for label, n, exact, residues in rows:
+        if label == "all":
+            out.append("-" * 49)
+        out.append(f"{label:<10} {n:>7} {_pct(exact):>12} {_pct(residues):>17}")
+    return "\n".join(out)
+
+
+def _json_scores(overall: dict, by_length) -> dict:
+    return {"exact_match": float(overall["exact_match"]),
+            "residue_accuracy": float(overall["residue_accuracy"]),
+            "n": int(overall["n"]),
+            "by_length": [{"lengths": str(r["lengths"]), "n": int(r["n"]),
+                           "exact_match": float(r["exact_match"]),
+                           "residue_accuracy": float(r["residue_accuracy"])}
+                          for _, r in by_length.iterrows()]}
+
+
+def difference_markers(predicted: str, expected: str) -> str:
+    """A line with ``^`` under each residue of ``predicted`` that differs from ``expected``.
+
+    Residues missing from ``predicted`` (it is shorter) are marked past its end, extra ones
+    (it is longer) under themselves, so the count of ``^`` is the number of wrong positions.
+
+    >>> difference_markers("MAIV", "MKIV")
+    ' ^'
+    >>> difference_markers("MA", "MAK")
+    '  ^'
+    """
+    n = max(len(predicted), len(expected))
+    marks = "".join(" " if i < len(predicted) and i < len(expected) and predicted[i] == expected[i]
+                    else "^" for i in range(n))
+    return marks.rstrip()
+
+
+# ======================================================================================
+# make-data
+# ======================================================================================
+def _add_make_data(sub):
+    recipe = CodonRecipe()
+    p = sub.add_parser(
+        "make-data", formatter_class=_HelpFormatter,
+        help="write random (RNA, protein) pairs to a CSV file",
+        description="Write random (RNA, protein) pairs to a CSV file with columns rna,protein.\n\n"
+                    "Each protein is drawn first (length uniform in --min-len..--max-len, each residue\n"
+                    "one of the 20 amino acids, or a stop '*' with probability --stop-rate), then\n"
+                    "written as RNA with a codon chosen uniformly among its synonymous codons.",
+        epilog="example:\n  minitransformer codon make-data --n 2000 --min-len 1 --max-len 100 --out test.csv")
+    p.add_argument("--n", type=_positive_int, default=1000, help="number of pairs")
+    p.add_argument("--min-len", type=_positive_int, default=recipe.min_len,
+                   help="shortest protein, in residues")
+    p.add_argument("--max-len", type=_positive_int, default=recipe.final_max_len,
+                   help="longest protein, in residues (the RNA is three times as long)")
+    p.add_argument("--table", type=_table, default=1, help=_TABLE_HELP)
+    p.add_argument("--seed", type=int, default=0, help="random seed (the same seed gives the same file)")
+    p.add_argument("--stop-rate", type=float, default=recipe.stop_rate,
+                   help="probability that a residue is a stop codon '*'")
+    p.add_argument("--out", required=True, metavar="FILE.csv", help="where to write the pairs ('-': stdout)")
+    p.set_defaults(func=_run_make_data)
+
+
+def _run_make_data(args):
+    from .data import generate_pairs, write_pairs_csv
+    if args.min_len > args.max_len:
+        raise CommandError(f"--min-len {args.min_len} is larger than --max-len {args.max_len}")
+    pairs = generate_pairs(args.n, args.min_len, args.max_len, args.table, args.stop_rate, args.seed)
+    if args.out == "-":
+        write_pairs_csv(pairs, sys.stdout)
+        return 0
+    out = Path(args.out)
+    _check_output_path(out)
+    write_pairs_csv(pairs, out)
+    print(f"wrote {len(pairs)} pairs (proteins of {args.min_len}-{args.max_len} residues, "
+          f"{get_genetic_code(args.table)}) to {out}")
+    return 0
+
+
+# ======================================================================================
+# train
+# ======================================================================================
+def _add_train(sub):
+    recipe = CodonRecipe()
+    p = sub.add_parser(
+        "train", formatter_class=_HelpFormatter,
+        help="train a codon model and save it as a checkpoint",
+        description="Train a Transformer to translate RNA into protein with the codon recipe: a\n"
+                    "curriculum from short proteins to long ones, batches of one protein length,\n"
+                    "Adam with warm-up. Without --data it trains on fresh random pairs every step.\n\n"
+                    "Training stops when a check set of the full length range is translated well\n"
+                    f"enough ({recipe.target_exact:.1%} exact), at --max-steps, at --time-budget, "
+                    "or on Ctrl-C\n(which saves the model first). Writes the checkpoint, its training "
+                    "history\n(MODEL.history.csv) and a learning-curve picture (MODEL.learning-curve.png).",
+        epilog="example:\n  minitransformer codon train --time-budget 300 --out runs/codon.npz")
+    p.add_argument("--data", metavar="FILE.csv",
+                   help="train on these pairs (columns rna,protein) instead of fresh random ones")
+    p.add_argument("--table", type=_table, default=1, help=_TABLE_HELP)
+    _add_backend(p)
+    p.add_argument("--d-model", type=_positive_int, default=recipe.d_model, help="model width")
+    p.add_argument("--heads", type=_positive_int, default=recipe.n_heads, help="attention heads")
+    p.add_argument("--d-ff", type=_positive_int, default=recipe.d_ff, help="feed-forward width")
+    p.add_argument("--layers", type=_positive_int, default=recipe.n_encoder_layers,
+                   help="encoder layers, and as many decoder layers")
+    p.add_argument("--dropout", type=_fraction, default=recipe.dropout, help="dropout rate")
+    p.add_argument("--max-steps", type=_positive_int, default=None,
+                   help="stop after this many optimizer steps")
+    p.add_argument("--time-budget", type=_positive_float, default=None, metavar="SECONDS",
+                   help="stop after this many seconds of training steps")
+    p.add_argument("--seed", type=int, default=0, help="seed for the weights, dropout and data order")
+    p.add_argument("--out", default="model.npz", metavar="MODEL.npz", help="where to save the model")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_train)
+
+
+def _recipe_from_args(args) -> CodonRecipe:
+    recipe = CodonRecipe()
+    recipe.d_model, recipe.n_heads, recipe.d_ff = args.d_model, args.heads, args.d_ff
+    recipe.n_encoder_layers = recipe.n_decoder_layers = args.layers
+    recipe.dropout = args.dropout
+    if recipe.d_model % recipe.n_heads:
+        raise CommandError(f"--d-model {recipe.d_model} must be divisible by --heads {recipe.n_heads}")
+    return recipe
+
+
+def _read_training_pairs(path, table: int, max_nucleotides: int):
+    pairs = _read_pairs(path)
+    if pairs.empty:
+        raise CommandError(f"{path} holds no pairs")
+    wrong = _mismatched_rows(pairs, table)
+    if wrong:
+        raise CommandError(f"{len(wrong)} rows of {path} have a protein that is not the translation of "
+                           f"their RNA under {get_genetic_code(table)} (rows {_row_list(wrong)}; row 1 "
+                           f"is line 2); fix them, or choose the right --table")
+    too_long = [i + 1 for i, r in enumerate(pairs["rna"]) if len(r) > max_nucleotides]
+    if too_long:
+        raise CommandError(f"{len(too_long)} rows of {path} have RNA longer than the model reads "
+                           f"({max_nucleotides} nucleotides): rows {_row_list(too_long)}")
+    return pairs
+
+
+def _run_train(args):
+    from ..plotting import plot_learning_curves
+    from .train import train_codon_model
+
+    recipe = _recipe_from_args(args)
+    data = _read_training_pairs(args.data, args.table, recipe.max_len) if args.data else None
+    out = Path(args.out)
+    _check_output_path(out)
+    source = f"{len(data)} pairs from {args.data}" if data is not None else "fresh random pairs"
+    limit = []
+    if args.max_steps:
+        limit.append(f"at most {args.max_steps} steps")
+    if args.time_budget:
+        limit.append(f"at most {args.time_budget:g} s")
+    print(f"training a codon model ({get_genetic_code(args.table)}) on {source}"
+          f"{' (' + ', '.join(limit) + ')' if limit else ' until it translates well (Ctrl-C stops and saves)'}")
+    run = train_codon_model(recipe, table=args.table, data=data, seed=args.seed, backend=args.backend,
+                            max_steps=args.max_steps, time_budget=args.time_budget,
+                            progress=not args.no_progress,
+                            checkpoint_fn=_interrupt_saver(out, recipe, args.table, args.data))
+    _save_run(out, run, data=args.data)
+    history_path, curve_path = _sidecar(out, ".history.csv"), _sidecar(out, ".learning-curve.png")
+    run.history.to_csv(history_path, index=False)
+    plot_learning_curves(run.history, curve_path, title=f"codon model, {get_genetic_code(run.table)}")
+    for line in _describe_training(run):
+        print(line)
+    print(f"model:          {out}")
+    print(f"history:        {history_path}")
+    print(f"learning curve: {curve_path}")
+    if getattr(run.trainer, "stop_reason", None) == "interrupted":
+        return 130
+    return 0
+
+
+# ======================================================================================
+# evaluate
+# ======================================================================================
+def _add_evaluate(sub):
+    p = sub.add_parser(
+        "evaluate", formatter_class=_HelpFormatter,
+        help="score a model on a CSV file of pairs",
+        description="Translate every RNA of a pairs file (columns rna,protein) with the model and\n"
+                    "compare with the protein: exact match (the whole protein right) and residue\n"
+                    "accuracy (position by position), overall and by protein length.\n\n"
+                    "Rows whose protein is not the translation of their RNA under the genetic code\n"
+                    "(the model's own, or --table) are reported and left out of the score.",
+        epilog="example:\n  minitransformer codon evaluate --model model.npz --data test.csv --json")
+    _add_model(p)
+    p.add_argument("--data", required=True, metavar="FILE.csv", help="pairs to score the model on")
+    p.add_argument("--table", type=_table, default=None,
+                   help=_TABLE_HELP + "; default: the table the model was trained for")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--max-rows", type=_positive_int, default=None, metavar="N",
+                   help="use only the first N rows of the file")
+    _add_backend(p)
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args):
+    from .train import evaluate_on_pairs
+
+    model, ckpt = _load_codon_model(args.model, args.backend)
+    table = _model_table(ckpt, args.table)
+    pairs = _read_pairs(args.data)
+    if args.max_rows is not None:
+        pairs = pairs.head(args.max_rows)
+    pairs = pairs.reset_index(drop=True)
+    if pairs.empty:
+        raise CommandError(f"{args.data} holds no pairs")
+    wrong = _mismatched_rows(pairs, table)
+    if wrong:
+        print(f"warning: {len(wrong)} of {len(pairs)} rows of {args.data} have a protein that is not the "
+              f"translation of their RNA under {get_genetic_code(table)}, left out of the score: "
+              f"rows {_row_list(wrong)} (row 1 is line 2)", file=sys.stderr)
+    scored = pairs.drop(index=[r - 1 for r in wrong]).reset_index(drop=True)
+    if scored.empty:
+        raise CommandError(f"no row of {args.data} agrees with {get_genetic_code(table)}: nothing to score "
+                           f"(is --table right?)")
+    _check_lengths(scored["rna"], [f"row {i + 1}" for i in range(len(scored))], model, "rows")
+    started = time.perf_counter()
+    overall, by_length, _ = evaluate_on_pairs(model, scored)
+    seconds = time.perf_counter() - started
+    if args.json:
+        result = {**_json_scores(overall, by_length), "table": table, "mismatched_rows": wrong,
+                  "n_mismatched": len(wrong), "rows_read": len(pairs), "model": str(args.model),
+                  "data": str(args.data), "seconds": round(seconds, 3)}
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{args.model} on {args.data}: {overall['n']} pairs, {get_genetic_code(table)}"
+          + (f" ({len(wrong)} rows left out)" if wrong else ""))
+    print(_score_table(overall, by_length))
+    return 0
+
+
+# ======================================================================================
+# translate
+# ======================================================================================
+def _add_translate(sub):
+    p = sub.add_parser(
+        "translate", formatter_class=_HelpFormatter,
+        help="translate RNA (or DNA) sequences with a model",
+        description="Translate sequences given as arguments, in a FASTA file or in a CSV file\n"
+                    "(column rna; a name or id column names the rows). DNA letters (T), lower case\n"
+                    "and whitespace are accepted; any other character is an error that says where.\n\n"
+                    "Prints one protein per line, or name<TAB>protein when names come from a file.\n"
+                    "With --check, each protein that differs from the genetic code's translation\n"
+                    "gets a second line with '^' under every wrong residue, and a summary follows.",
+        epilog="examples:\n"
+               "  minitransformer codon translate --model model.npz AUGGCCAUUGUAAUGGGCCGC\n"
+               "  minitransformer codon translate --model model.npz --fasta genes.fa --check")
+    _add_model(p)
+    p.add_argument("sequences", nargs="*", metavar="SEQUENCE", help="RNA or DNA sequences to translate")
+    p.add_argument("--fasta", metavar="FILE", help="translate the records of this FASTA file")
+    p.add_argument("--csv", metavar="FILE", help="translate the 'rna' column of this CSV file")
+    p.add_argument("--check", action="store_true",
+                   help="mark residues that differ from the genetic code's translation")
+    p.add_argument("--table", type=_table, default=None,
+                   help=_TABLE_HELP + " for --check; default: the table the model was trained for")
+    p.add_argument("--beam", type=_positive_int, default=1, metavar="N",
+                   help="beam search with N beams (1: greedy decoding)")
+    _add_backend(p)
+    p.set_defaults(func=_run_translate)
+
+
+def _translate_inputs(args) -> tuple[list, bool]:
+    """``([(name, label, raw sequence), ...], names_from_files)`` from every input given."""
+    import pandas as pd
+
+    from .sequences import read_fasta
+
+    inputs = [(f"seq{i}", f"sequence {i}", s) for i, s in enumerate(args.sequences, start=1)]
+    from_files = False
+    if args.fasta:
+        from_files = True
+        for name, seq in read_fasta(Path(args.fasta)):
+            short = name.split()[0]
+            inputs.append((short, f"FASTA record {short!r} in {args.fasta}", seq))
+    if args.csv:
+        from_files = True
+        if not os.path.isfile(args.csv):
+            raise FileNotFoundError(f"no such CSV file: '{args.csv}'")
+        table = pd.read_csv(args.csv, dtype=str, keep_default_na=False)
+        if "rna" not in table.columns:
+            raise CommandError(f"{args.csv} has no column 'rna' (columns: "
+                               f"{', '.join(map(repr, table.columns)) or 'none'})")
+        name_col = next((c for c in ("name", "id") if c in table.columns), None)
+        for i, seq in enumerate(table["rna"], start=1):
+            name = str(table[name_col].iloc[i - 1]) if name_col else f"row{i}"
+            inputs.append((name, f"row {i} of {args.csv}", seq))
+    if not inputs:
+        raise CommandError("nothing to translate: give sequences as arguments, --fasta FILE or --csv FILE")
+    return inputs, from_files
+
+
+def _run_translate(args):
+    from .genetic_code import translate
+    from .sequences import SequenceError, normalize_rna
+    from .train import translate_rna
+
+    inputs, show_names = _translate_inputs(args)
+    rnas = []
+    for _, label, raw in inputs:
+        try:
+            rnas.append(normalize_rna(raw))
+        except SequenceError as err:
+            raise CommandError(f"{label}: {err}") from err
+    model, ckpt = _load_codon_model(args.model, args.backend)
+    _check_lengths(rnas, [label for _, label, _ in inputs], model)
+    proteins = translate_rna(model, rnas, beam_width=args.beam)
+    table = _model_table(ckpt, args.table) if args.check else None
+    n_exact = wrong_residues = total_residues = 0
+    for (name, _, _), rna, protein in zip(inputs, rnas, proteins):
+        prefix = f"{name}\t" if show_names else ""
+        print(prefix + protein)
+        if args.check:
+            expected = translate(rna, table)
+            marks = difference_markers(protein, expected)
+            n_wrong = marks.count("^")
+            n_exact += n_wrong == 0
+            wrong_residues += n_wrong
+            total_residues += max(len(protein), len(expected))
+            if n_wrong:
+                pad = (" " * len(name) + "\t") if show_names else ""
+                print(f"{pad}{marks}  <- {n_wrong} of {max(len(protein), len(expected))} residues differ")
+    if args.check:
+        print(f"check against {get_genetic_code(table)}: {n_exact} of {len(proteins)} sequences "
+              f"translated exactly; {wrong_residues} of {total_residues} residues differ")
+    return 0
+
+
+# ======================================================================================
+# attention
+# ======================================================================================
+def _add_attention(sub):
+    p = sub.add_parser(
+        "attention", formatter_class=_HelpFormatter,
+        help="draw where the decoder looks in the RNA while it writes each residue",
+        description="Translate one sequence, run the model once more on it with its own translation\n"
+                    "as the decoder input (teacher forcing, no dropout), and draw the cross-attention\n"
+                    "weights of the decoder layers: one panel per layer and head, a row per predicted\n"
+                    "residue, a column per nucleotide. A model that has learned the task reads residue\n"
+                    "i from nucleotides 3i+1..3i+3: a staircase of slope 3.",
+        epilog="example:\n  minitransformer codon attention --model model.npz AUGGCCAUUGUAAUGGGC --out attn.png")
+    _add_model(p)
+    p.add_argument("sequence", metavar="SEQUENCE", help="the RNA or DNA sequence")
+    p.add_argument("--out", default="attention.png", metavar="FILE.png", help="where to save the picture")
+    p.add_argument("--layer", default="all",
+                   help="which decoder layer: 'all', or a number counted from 1")
+    _add_backend(p)
+    p.set_defaults(func=_run_attention)
+
+
+def _cross_attention(model, rna: str):
+    """``(weights per decoder layer (H, Tq, Tk), row labels, protein)`` for one sequence."""
+    from ..backend import asarray, to_numpy
+    from .data import protein_vocabulary, rna_vocabulary
+    from .train import translate_rna
+
+    rna_vocab, protein_vocab = rna_vocabulary(), protein_vocabulary()
+    protein = translate_rna(model, [rna])[0]
+    src = asarray(np.array([rna_vocab.encode(rna)], dtype=np.int64), model.backend_name)
+    tgt_in = asarray(np.array([[protein_vocab.bos_id] + protein_vocab.encode(protein)], dtype=np.int64),
+                     model.backend_name)
+    model.eval()
+    logits = model.forward(src, tgt_in)
+    predicted = to_numpy(logits[0]).argmax(axis=-1)
+    labels = [protein_vocab.tokens[int(i)] for i in predicted]  # what each query row predicts
+    weights = [to_numpy(layer.cross_attn.attention_weights)[0] for layer in model.decoder.layers]
+    return weights, labels, protein
+
+
+def _run_attention(args):
+    from ..plotting import plot_attention_layers
+    from .sequences import SequenceError, normalize_rna
+
+    try:
+        rna = normalize_rna(args.sequence)
+    except SequenceError as err:
+        raise CommandError(f"SEQUENCE: {err}") from err
+    model, _ = _load_codon_model(args.model, args.backend)
+    _check_lengths([rna], ["SEQUENCE"], model)
+    n_layers = len(model.decoder.layers)
+    if n_layers == 0:
+        raise CommandError(f"{args.model} has no decoder layers, so no cross-attention to draw")
+    if args.layer == "all":
+        chosen = list(range(n_layers))
+    else:
+        try:
+            layer = int(args.layer)
+        except ValueError:
+            raise CommandError(f"--layer must be 'all' or a layer number, got {args.layer!r}") from None
+        if not 1 <= layer <= n_layers:
+            raise CommandError(f"--layer {layer} does not exist: the model has decoder layers 1 to {n_layers}")
+        chosen = [layer - 1]
+    out = Path(args.out)
+    _check_output_path(out)
+    weights, labels, protein = _cross_attention(model, rna)
+    plot_attention_layers([weights[i] for i in chosen], labels, list(rna), out,
+                          title=f"cross-attention: {len(rna)} nucleotides -> {protein or '(empty)'}"
+                          if len(protein) <= 40 else f"cross-attention: {len(rna)} nucleotides -> "
+                                                      f"{len(protein)} residues",
+                          layer_names=[f"decoder layer {i + 1}" for i in chosen],
+                          xlabel="nucleotide (source)", ylabel="predicted residue")
+    print(f"translation: {protein}")
+    print(f"attention of decoder layer{'s' if len(chosen) > 1 else ''} "
+          f"{', '.join(str(i + 1) for i in chosen)} ({weights[0].shape[0]} heads each) saved to {out}")
+    return 0
+
+
+# ======================================================================================
+# demo
+# ======================================================================================
+def _add_demo(sub):
+    p = sub.add_parser(
+        "demo", formatter_class=_HelpFormatter,
+        help="train, evaluate and inspect the default codon model in one go (about 10 minutes)",
+        description="The whole codon story in one command: train the default model on fresh random\n"
+                    "pairs (proteins of 1-100 residues, standard genetic code) for --time-budget seconds,\n"
+                    "score it on fresh pairs of the training lengths and of twice the longest training\n"
+                    "length, translate real genes, and draw its learning curve, its accuracy by length\n"
+                    "and its attention. Everything is written to --out-dir.",
+        epilog="example:\n  minitransformer codon demo --out-dir codon-demo")
+    p.add_argument("--out-dir", default="codon-demo", metavar="DIR", help="where to write everything")
+    p.add_argument("--time-budget", type=_positive_float, default=480.0, metavar="SECONDS",
+                   help="seconds of training steps")
+    _add_backend(p)
+    p.add_argument("--seed", type=int, default=0, help="seed for the model and the training data")
+    p.add_argument("--eval-pairs", type=_positive_int, default=2000, metavar="N",
+                   help="fresh pairs of the training lengths to score the model on")
+    p.add_argument("--long-eval-pairs", type=_non_negative_int, default=300, metavar="N",
+                   help="fresh pairs longer than any in training to score it on (0: skip)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args):
+    import pandas as pd
+
+    from ..plotting import plot_accuracy_by_length, plot_learning_curves
+    from .data import generate_pairs, load_example_genes
+    from .train import evaluate_on_pairs, score_translations, train_codon_model, translate_rna
+
+    started = time.perf_counter()
+    out_dir = Path(args.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CommandError(f"--out-dir {out_dir} is a file, not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"model": out_dir / "model.npz", "history": out_dir / "history.csv",
+             "learning curve": out_dir / "learning-curve.png",
+             "accuracy by length": out_dir / "accuracy-by-length.png",
+             "evaluation": out_dir / "evaluation.json", "attention": out_dir / "attention.png"}
+    recipe, table = CodonRecipe(), 1
+    code = get_genetic_code(table)
+
+    # 1. train
+    print(f"[1/4] training the default codon model ({code}) on fresh random proteins of "
+          f"{recipe.min_len}-{recipe.final_max_len} residues for {args.time_budget:g} s of training steps")
+    run = train_codon_model(recipe, table=table, seed=args.seed, backend=args.backend,
+                            time_budget=args.time_budget, progress=not args.no_progress,
+                            checkpoint_fn=_interrupt_saver(files["model"], recipe, table))
+    _save_run(files["model"], run)
+    run.history.to_csv(files["history"], index=False)
+    plot_learning_curves(run.history, files["learning curve"], title=f"codon demo, {code}")
+    for line in _describe_training(run):
+        print("      " + line)
+    if getattr(run.trainer, "stop_reason", None) == "interrupted":
+        print(f"interrupted: the model so far is in {files['model']}")
+        return 130
+    model = run.model
+    trained_up_to = int(run.curriculum[-1][2])
+
+    # 2. fresh pairs: a generator of its own, never the training one
+    print("[2/4] scoring on fresh random pairs")
+    eval_rng = np.random.default_rng([args.seed, 2024])
+    sets = [("in_range", "the training lengths", recipe.min_len, recipe.final_max_len, args.eval_pairs)]
+    if args.long_eval_pairs:
+        sets.append(("longer", "longer than any in training", recipe.final_max_len + 1,
+                     2 * recipe.final_max_len, args.long_eval_pairs))
+    evaluation = {"table": table, "seed": args.seed,
+                  "train": {"steps": run.trainer.step, "train_seconds": float(run.trainer.train_seconds),
+                            "stop_reason": getattr(run.trainer, "stop_reason", None),
+                            "curriculum": [list(c) for c in run.curriculum],
+                            "trained_up_to": trained_up_to, "recipe": recipe.to_dict()}}
+    by_length_all = []
+    for key, what, lo, hi, n in sets:
+        pairs = generate_pairs(n, lo, hi, table, recipe.stop_rate, eval_rng)
+        t0 = time.perf_counter()
+        overall, by_length, _ = evaluate_on_pairs(model, pairs)
+        evaluation[key] = {"lengths": f"{lo}-{hi}", **_json_scores(overall, by_length),
+                           "seconds": round(time.perf_counter() - t0, 1)}
+        by_length_all.append(by_length)
+        print(f"      {n} proteins of {lo}-{hi} residues ({what}): {_pct(overall['exact_match'])} exact, "
+              f"{overall['residue_accuracy']:.2%} of residues right")
+    by_length = pd.concat(by_length_all, ignore_index=True)
+    print("\n".join("      " + line for line in _score_table(None, by_length).splitlines()))
+    plot_accuracy_by_length(by_length, files["accuracy by length"], train_max_len=trained_up_to,
+                            title=f"codon demo: accuracy on fresh proteins ({run.trainer.step} steps)")
+
+    # 3. real genes
+    genes = load_example_genes("standard")
+    fits = [len(r) <= model.config.max_len for r in genes["rna"]]
+    genes = genes[fits].reset_index(drop=True)
+    print(f"[3/4] translating {len(genes)} real genes ({code})")
+    predicted = translate_rna(model, genes["rna"])
+    gene_rows = []
+    width = max([len(n) for n in genes["name"]] + [4])
+    print(f"      {'gene':<{width}}  {'length':>6}  {'exact':>5}  {'residues right':>14}")
+    for name, expected, protein in zip(genes["name"], genes["protein"], predicted):
+        s = score_translations([protein], [expected])
+        gene_rows.append({"name": name, "length": len(expected), "exact_match": bool(protein == expected),
+                          "residue_accuracy": float(s["residue_accuracy"])})
+        print(f"      {name:<{width}}  {len(expected):>6}  {'yes' if protein == expected else 'no':>5}  "
+              f"{s['residue_accuracy']:>14.1%}")
+    evaluation["genes"] = gene_rows
+
+    # 4. attention on the first codons of a real gene
+    print("[4/4] drawing the attention")
+    from ..plotting import plot_attention_layers
+    gene = genes.iloc[0] if len(genes) else None
+    if gene is not None:
+        rna, what = gene["rna"][:36], f"first 12 codons of {gene['name']}"
+    else:  # pragma: no cover - the package ships its genes
+        rna, what = generate_pairs(1, 12, 12, table, 0.0, eval_rng)["rna"][0], "a random 12-codon RNA"
+    weights, labels, protein = _cross_attention(model, rna)
+    plot_attention_layers(weights, labels, list(rna), files["attention"],
+                          title=f"cross-attention on the {what}: {protein or '(empty)'}",
+                          layer_names=[f"decoder layer {i + 1}" for i in range(len(weights))],
+                          xlabel="nucleotide (source)", ylabel="predicted residue")
+    evaluation["attention"] = {"rna": rna, "translation": protein, "source": what}
+    evaluation["seconds"] = round(time.perf_counter() - started, 1)
+    evaluation["files"] = {k: str(v) for k, v in files.items()}
+    files["evaluation"].write_text(json.dumps(evaluation, indent=2) + "\n")
+
+    # summary
+    n_genes_exact = sum(g["exact_match"] for g in gene_rows)
+    print()
+    print(f"codon demo done in {evaluation['seconds']:.0f} s: {run.trainer.step} steps, "
+          f"curriculum up to {trained_up_to} residues")
+    for key, _, lo, hi, _ in sets:
+        e = evaluation[key]
+        print(f"  fresh proteins of {lo}-{hi} residues: {_pct(e['exact_match'])} exact match, "
+              f"{e['residue_accuracy']:.2%} residue accuracy (n={e['n']})")
+    print(f"  real genes: {n_genes_exact} of {len(gene_rows)} translated exactly")
+    for name, path in files.items():
+        print(f"  {name + ':':<20}{path}")
+    print(f"try: minitransformer codon translate --model {files['model']} AUGGCCAUUGUAAUGGGCCGCUGA --check")
+    return 0
+
+
+# ======================================================================================
+# The group
+# ======================================================================================
+def add_codon_commands(subparsers) -> argparse.ArgumentParser:
+    """Add the ``codon`` command and its subcommands to the top-level CLI's subparsers."""
+    codon = subparsers.add_parser(
+        "codon", formatter_class=_HelpFormatter,
+        help="translate RNA into protein: make data, train, evaluate, translate, inspect",
+        description="The codon task: a Transformer learns to translate RNA into protein, one\n"
+                    "nucleotide per source token and one residue per target token, without being\n"
+                    "told that three nucleotides make a codon. Start with 'minitransformer codon demo'.",
+        epilog="run 'minitransformer codon COMMAND --help' for the options of each command")
+    sub = codon.add_subparsers(dest="codon_command", metavar="COMMAND")
+    for add in (_add_demo, _add_make_data, _add_train, _add_evaluate, _add_translate, _add_attention):
+        add(sub)
+
+    def show_help(args):
+        codon.print_help()
+        return 2
+    codon.set_defaults(func=show_help)
+    return codon
