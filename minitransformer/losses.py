@@ -49,7 +49,7 @@ def softmax_cross_entropy_forward(logits, targets, ignore_index=None, label_smoo
     return loss, cache
 
 
-def softmax_cross_entropy_backward(cache, dloss=1.0):
+def softmax_cross_entropy_backward(dloss, cache):
     """dlogits_nk = dloss * (p_nk - q_nk) / N_valid for counted positions, 0 for ignored.
 
     From log p_k = z_k - log sum_j exp z_j:  d(-sum_k q_k log p_k)/dz_j = p_j - q_j
@@ -97,7 +97,7 @@ class CrossEntropyLoss(Module):
     def backward(self, dloss=1.0):
         if self._cache is None:
             raise RuntimeError("CrossEntropyLoss.backward() called before forward()")
-        return softmax_cross_entropy_backward(self._cache, dloss)
+        return softmax_cross_entropy_backward(dloss, self._cache)
 
     def extra_repr(self):
         return f"ignore_index={self.ignore_index}, label_smoothing={self.label_smoothing}"

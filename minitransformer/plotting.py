@@ -299,7 +299,7 @@ def plot_accuracy_by_length(df, path=None, title=None, *, train_max_len: int | N
     ax.bar(x + width / 2, df["residue_accuracy"], width, label="residue accuracy", color="tab:orange")
     if "n" in df.columns:
         for xi, n in zip(x, df["n"]):
-            ax.text(xi, 1.03, f"n={int(n)}", ha="center", va="bottom", fontsize="x-small", color="gray")
+            ax.text(xi, 1.01, f"n={int(n)}", ha="center", va="bottom", fontsize="x-small", color="gray")
     if train_max_len is not None:
         beyond = [i for i, label in enumerate(df["lengths"]) if _bucket_low(label) > train_max_len]
         if beyond:
@@ -307,14 +307,16 @@ def plot_accuracy_by_length(df, path=None, title=None, *, train_max_len: int | N
                        label=f"longer than in training (> {train_max_len})")
     ax.set_xticks(x, [str(label) for label in df["lengths"]])
     ax.set_xlim(-0.6, len(df) - 0.4)
-    ax.set_ylim(0, 1.12)
+    ax.set_ylim(0, 1.1)
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.yaxis.set_major_formatter(_percent_formatter())
     ax.set_xlabel("protein length (residues)")
     ax.set_ylabel("accuracy")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(loc="lower left", fontsize="small")
+    # above the plot, where it never hides a bar
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize="small", frameon=False)
     if title:
-        ax.set_title(title)
+        fig.suptitle(title)
     _save(fig, path)
     return fig
 

@@ -167,7 +167,7 @@ class Trainer:
             progress: bool = True, checkpoint_fn: Callable | None = None,
             description: str = "training") -> pd.DataFrame:
         """Train until a stop condition; returns the history as a DataFrame."""
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         if max_steps is None and time_budget is None and stop_when is None:
             raise ValueError("give max_steps, time_budget or stop_when, or training never ends")
@@ -206,18 +206,21 @@ class Trainer:
                                     tok_s=f"{row['tokens_per_s']:.0f}")
                     window_loss, window_tokens, window_time = 0.0, 0, 0.0
                 if evaluate is not None and eval_every and self.step % eval_every == 0:
-                    metrics = self._evaluate(evaluate, bar)
+                    metrics = self._evaluate(evaluate, bar if progress else None)
                     if stop_when is not None and stop_when(metrics):
                         self.stop_reason = "target reached"
                         break
         except KeyboardInterrupt:
             self.stop_reason = "interrupted"
-            bar.write(f"interrupted at step {self.step}")
+            if progress:
+                bar.write(f"interrupted at step {self.step}")
             if checkpoint_fn is not None:
                 checkpoint_fn(self)
         finally:
             bar.close()
-        if evaluate is not None and self.stop_reason not in ("target reached", "interrupted"):
+        already_evaluated = bool(eval_every) and self.step % eval_every == 0
+        if evaluate is not None and self.stop_reason not in ("target reached", "interrupted") \
+                and not already_evaluated:
             self._evaluate(evaluate, None)
         return self.history
 

@@ -233,7 +233,7 @@ targets[1, 3:] = pad_id                          # the second sequence is padded
 
 loss_hand, dz_hand = cross_entropy_by_hand(z, targets, pad_id, eps)
 loss_lib, ce_cache = softmax_cross_entropy_forward(z, targets, ignore_index=pad_id, label_smoothing=eps)
-dz_lib = softmax_cross_entropy_backward(ce_cache)
+dz_lib = softmax_cross_entropy_backward(1.0, ce_cache)
 print(f"loss by hand {loss_hand:.12f}, library {float(loss_lib):.12f}")
 print("largest difference of the gradients:", np.abs(dz_hand - dz_lib).max())
 print("gradient at padding positions is zero:", np.all(dz_lib[1, 3:] == 0))
@@ -250,7 +250,7 @@ record("cross-entropy (by hand)", "correct",
        check_function(ce_forward, lambda dloss, cache: cross_entropy_by_hand(z, targets, pad_id, eps)[1] * dloss,
                       {"z": z, "targets": targets}))
 record("cross-entropy (library)", "correct",
-       check_function(ce_forward, lambda dloss, cache: softmax_cross_entropy_backward(cache, dloss),
+       check_function(ce_forward, softmax_cross_entropy_backward,
                       {"z": z, "targets": targets}))
 
 # %% [markdown]
@@ -484,7 +484,7 @@ def model_loss():
 logits = model.forward(src, tgt_in)
 _, loss_cache = softmax_cross_entropy_forward(logits, tgt_out, **criterion_opts)
 model.zero_grad()
-model.backward(softmax_cross_entropy_backward(loss_cache))
+model.backward(softmax_cross_entropy_backward(1.0, loss_cache))
 
 sample_rng = np.random.default_rng(0)
 worst = 0.0

@@ -317,14 +317,14 @@ def _add_make_data(sub):
                     "one of the 20 amino acids, or a stop '*' with probability --stop-rate), then\n"
                     "written as RNA with a codon chosen uniformly among its synonymous codons.",
         epilog="example:\n  minitransformer codon make-data --n 2000 --min-len 1 --max-len 100 --out test.csv")
-    p.add_argument("--n", type=_positive_int, default=1000, help="number of pairs")
-    p.add_argument("--min-len", type=_positive_int, default=recipe.min_len,
+    p.add_argument("--n", type=_positive_int, default=1000, metavar="N", help="number of pairs")
+    p.add_argument("--min-len", type=_positive_int, default=recipe.min_len, metavar="L",
                    help="shortest protein, in residues")
-    p.add_argument("--max-len", type=_positive_int, default=recipe.final_max_len,
+    p.add_argument("--max-len", type=_positive_int, default=recipe.final_max_len, metavar="L",
                    help="longest protein, in residues (the RNA is three times as long)")
     p.add_argument("--table", type=_table, default=1, help=_TABLE_HELP)
     p.add_argument("--seed", type=int, default=0, help="random seed (the same seed gives the same file)")
-    p.add_argument("--stop-rate", type=float, default=recipe.stop_rate,
+    p.add_argument("--stop-rate", type=float, default=recipe.stop_rate, metavar="P",
                    help="probability that a residue is a stop codon '*'")
     p.add_argument("--out", required=True, metavar="FILE.csv", help="where to write the pairs ('-': stdout)")
     p.set_defaults(func=_run_make_data)
@@ -366,16 +366,19 @@ def _add_train(sub):
                    help="train on these pairs (columns rna,protein) instead of fresh random ones")
     p.add_argument("--table", type=_table, default=1, help=_TABLE_HELP)
     _add_backend(p)
-    p.add_argument("--d-model", type=_positive_int, default=recipe.d_model, help="model width")
-    p.add_argument("--heads", type=_positive_int, default=recipe.n_heads, help="attention heads")
-    p.add_argument("--d-ff", type=_positive_int, default=recipe.d_ff, help="feed-forward width")
-    p.add_argument("--layers", type=_positive_int, default=recipe.n_encoder_layers,
+    p.add_argument("--d-model", type=_positive_int, default=recipe.d_model, metavar="N", help="model width")
+    p.add_argument("--heads", type=_positive_int, default=recipe.n_heads, metavar="N",
+                   help="attention heads (must divide --d-model)")
+    p.add_argument("--d-ff", type=_positive_int, default=recipe.d_ff, metavar="N", help="feed-forward width")
+    p.add_argument("--layers", type=_positive_int, default=recipe.n_encoder_layers, metavar="N",
                    help="encoder layers, and as many decoder layers")
-    p.add_argument("--dropout", type=_fraction, default=recipe.dropout, help="dropout rate")
-    p.add_argument("--max-steps", type=_positive_int, default=None,
-                   help="stop after this many optimizer steps")
+    p.add_argument("--dropout", type=_fraction, default=recipe.dropout, metavar="P",
+                   help="dropout rate (embeddings, residuals, feed-forward)")
+    p.add_argument("--max-steps", type=_positive_int, default=None, metavar="N",
+                   help="stop after this many optimizer steps (default: no limit)")
     p.add_argument("--time-budget", type=_positive_float, default=None, metavar="SECONDS",
-                   help="stop after this many seconds of training steps")
+                   help="stop after this many seconds of optimizer steps; the curriculum checks "
+                        "come on top (default: no limit)")
     p.add_argument("--seed", type=int, default=0, help="seed for the weights, dropout and data order")
     p.add_argument("--out", default="model.npz", metavar="MODEL.npz", help="where to save the model")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -692,7 +695,8 @@ def _add_demo(sub):
         epilog="example:\n  minitransformer codon demo --out-dir codon-demo")
     p.add_argument("--out-dir", default="codon-demo", metavar="DIR", help="where to write everything")
     p.add_argument("--time-budget", type=_positive_float, default=480.0, metavar="SECONDS",
-                   help="seconds of training steps")
+                   help="seconds of optimizer steps (the curriculum checks and the evaluation "
+                        "come on top)")
     _add_backend(p)
     p.add_argument("--seed", type=int, default=0, help="seed for the model and the training data")
     p.add_argument("--eval-pairs", type=_positive_int, default=2000, metavar="N",
