@@ -55,7 +55,7 @@ def _save(fig, path) -> None:
 # Learning curves
 # --------------------------------------------------------------------------------------
 def plot_learning_curves(history, path=None, ax=None, title=None, *, eval_columns=None,
-                         log_loss: bool = True):
+                         log_loss: bool = True, marks=None):
     """Training loss against step, with evaluation scores on a second axis.
 
     Args:
@@ -71,6 +71,8 @@ def plot_learning_curves(history, path=None, ax=None, title=None, *, eval_column
             would not share that axis.
         log_loss: a logarithmic loss axis (the default, when every loss is positive): a
             loss falling from 3 to 0.01 is then readable over the whole run.
+        marks: ``[(step, label), ...]``: dotted vertical lines at these steps, labelled at
+            the top (e.g. where a curriculum moved on to longer sequences).
 
     Returns the Figure.
     """
@@ -95,10 +97,14 @@ def plot_learning_curves(history, path=None, ax=None, title=None, *, eval_column
     if len(train):
         lines += ax.plot(train["step"], train["loss"], color="tab:blue", label="training loss")
         if log_loss and (train["loss"] > 0).all():
-            ax.set_yscale("log")
+            _log_axis(ax, float(train["loss"].min()), float(train["loss"].max()))
     else:
         ax.text(0.5, 0.5, "no training loss logged yet", transform=ax.transAxes,
                 ha="center", va="center", color="gray")
+    for step, label in marks or ():
+        ax.axvline(step, color="gray", linestyle=":", linewidth=1)
+        ax.annotate(str(label), (step, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -2),
+                    textcoords="offset points", ha="left", va="top", fontsize="x-small", color="gray")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss (per target token)")
     ax.grid(True, alpha=0.3)
@@ -121,12 +127,29 @@ def plot_learning_curves(history, path=None, ax=None, title=None, *, eval_column
         right.set_ylim(-0.02, 1.02)
         right.set_ylabel("evaluation score")
         right.yaxis.set_major_formatter(_percent_formatter())
-    if lines:
-        ax.legend(lines, [line.get_label() for line in lines], loc="center right", fontsize="small")
+    if lines:  # above the plot, where it hides no curve
+        ax.legend(lines, [line.get_label() for line in lines], loc="lower center",
+                  bbox_to_anchor=(0.5, 1.0), ncol=len(lines), fontsize="small", frameon=False)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, pad=22 if lines else 6)
     _save(fig, path)
     return fig
+
+
+def _log_axis(ax, lo: float, hi: float) -> None:
+    """A logarithmic y axis labelled 0.01, 0.1, 1 (not 10^-2), and 2, 3, 5 within a decade
+    when the values span less than one."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    if hi < 10 * lo:
+        def minor(v, _):
+            leading = f"{v:.0e}"[0]
+            return f"{v:g}" if leading in "235" else ""
+        ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+    else:
+        ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _is_fraction_column(column) -> bool:

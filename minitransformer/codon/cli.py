@@ -237,6 +237,11 @@ def _interrupt_saver(out: Path, recipe, table: int, data=None):
     return save
 
 
+def _curriculum_marks(run) -> list:
+    """Where the curriculum moved on, as marks for the learning curve."""
+    return [(int(step), f"up to {int(length)}") for step, _, length in run.curriculum[1:]]
+
+
 def _last_check(history):
     """The last curriculum check in a training history, or None."""
     if "eval_exact_match" not in history.columns:
@@ -335,6 +340,10 @@ def _run_make_data(args):
     if args.min_len > args.max_len:
         raise CommandError(f"--min-len {args.min_len} is larger than --max-len {args.max_len}")
     pairs = generate_pairs(args.n, args.min_len, args.max_len, args.table, args.stop_rate, args.seed)
+    longest = CodonRecipe().max_len // 3
+    if args.max_len > longest:
+        print(f"note: proteins longer than {longest} residues are longer than a model of the default "
+              f"recipe reads ({CodonRecipe().max_len} nucleotides)", file=sys.stderr)
     if args.out == "-":
         write_pairs_csv(pairs, sys.stdout)
         return 0
@@ -434,7 +443,8 @@ def _run_train(args):
     _save_run(out, run, data=args.data)
     history_path, curve_path = _sidecar(out, ".history.csv"), _sidecar(out, ".learning-curve.png")
     run.history.to_csv(history_path, index=False)
-    plot_learning_curves(run.history, curve_path, title=f"codon model, {get_genetic_code(run.table)}")
+    plot_learning_curves(run.history, curve_path, title=f"codon model, {get_genetic_code(run.table)}",
+                         marks=_curriculum_marks(run))
     for line in _describe_training(run):
         print(line)
     print(f"model:          {out}")
@@ -729,14 +739,18 @@ def _run_demo(args):
     # 1. train
     print(f"[1/4] training the default codon model ({code}) on fresh random proteins of "
           f"{recipe.min_len}-{recipe.final_max_len} residues for {args.time_budget:g} s of training steps")
+    t0 = time.perf_counter()
     run = train_codon_model(recipe, table=table, seed=args.seed, backend=args.backend,
                             time_budget=args.time_budget, progress=not args.no_progress,
                             checkpoint_fn=_interrupt_saver(files["model"], recipe, table))
+    train_wall = time.perf_counter() - t0
     _save_run(files["model"], run)
     run.history.to_csv(files["history"], index=False)
-    plot_learning_curves(run.history, files["learning curve"], title=f"codon demo, {code}")
+    plot_learning_curves(run.history, files["learning curve"], title=f"codon demo, {code}",
+                         marks=_curriculum_marks(run))
     for line in _describe_training(run):
         print("      " + line)
+    print(f"      training took {train_wall:.0f} s in all (curriculum checks included)")
     if getattr(run.trainer, "stop_reason", None) == "interrupted":
         print(f"interrupted: the model so far is in {files['model']}")
         return 130
@@ -753,6 +767,7 @@ def _run_demo(args):
     evaluation = {"table": table, "seed": args.seed,
                   "train": {"steps": run.trainer.step, "train_seconds": float(run.trainer.train_seconds),
                             "stop_reason": getattr(run.trainer, "stop_reason", None),
+                            "wall_seconds": round(train_wall, 1),
                             "curriculum": [list(c) for c in run.curriculum],
                             "trained_up_to": trained_up_to, "recipe": recipe.to_dict()}}
     by_length_all = []
@@ -764,7 +779,7 @@ def _run_demo(args):
                            "seconds": round(time.perf_counter() - t0, 1)}
         by_length_all.append(by_length)
         print(f"      {n} proteins of {lo}-{hi} residues ({what}): {_pct(overall['exact_match'])} exact, "
-              f"{overall['residue_accuracy']:.2%} of residues right")
+              f"{overall['residue_accuracy']:.2%} of residues right ({evaluation[key]['seconds']:.0f} s)")
     by_length = pd.concat(by_length_all, ignore_index=True)
     print("\n".join("      " + line for line in _score_table(None, by_length).splitlines()))
     plot_accuracy_by_length(by_length, files["accuracy by length"], train_max_len=trained_up_to,

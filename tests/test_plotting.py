@@ -1,0 +1,145 @@
+"""Tests for minitransformer.plotting: every figure builds, saves a PNG, and checks its input."""
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from minitransformer import plotting
+from minitransformer.plotting import (plot_accuracy_by_length, plot_attention, plot_attention_layers,
+                                      plot_learning_curves)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_png(path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8) == PNG_MAGIC
+
+
+def _history(with_eval=True):
+    rows = [{"step": s, "loss": 3.0 / s, "lr": 1e-3, "grad_norm": 1.0, "tokens_per_s": 1000.0,
+             "train_seconds": 0.1 * s} for s in range(10, 101, 10)]
+    if with_eval:
+        rows += [{"step": s, "train_seconds": 0.1 * s, "eval_exact_match": s / 100,
+                  "eval_residue_accuracy": 0.5 + s / 200, "eval_max_len": 10 * (1 + s // 50)}
+                 for s in (50, 100)]
+    return pd.DataFrame(rows)
+
+
+# -------------------------------------------------------------------- learning curves
+def test_learning_curves_with_eval_axis(tmp_path):
+    path = tmp_path / "curve.png"
+    fig = plot_learning_curves(_history(), path, title="a run")
+    assert _is_png(path)
+    loss_ax, eval_ax = fig.axes
+    assert loss_ax.get_yscale() == "log"
+    labels = [line.get_label() for line in eval_ax.get_lines()]
+    # fractions share the right axis; the curriculum length (not a fraction) does not
+    assert labels == ["exact match", "residue accuracy"]
+    assert eval_ax.get_ylim()[1] == pytest.approx(1.02)
+
+
+def test_learning_curves_without_eval_and_without_loss(tmp_path):
+    fig = plot_learning_curves(_history(with_eval=False))
+    assert len(fig.axes) == 1
+    only_eval = _history().query("loss != loss")  # evaluation rows only: no loss logged yet
+    fig = plot_learning_curves(only_eval.drop(columns=["loss"]), tmp_path / "c.png")
+    assert any("no training loss" in t.get_text() for t in fig.axes[0].texts)
+    fig = plot_learning_curves(pd.DataFrame(columns=["step", "loss"]))  # an empty history
+    assert fig.axes
+
+
+def test_learning_curves_into_given_axes_and_bad_input():
+    from matplotlib.figure import Figure
+    fig = Figure()
+    ax = fig.add_subplot()
+    assert plot_learning_curves(_history(), ax=ax, log_loss=False, marks=[(50, "up to 20")]) is fig
+    assert ax.get_yscale() == "linear"
+    assert [t.get_text() for t in ax.texts] == ["up to 20"]
+    with pytest.raises(ValueError, match="step"):
+        plot_learning_curves(pd.DataFrame({"loss": [1.0]}))
+    with pytest.raises(ValueError, match="eval_nothing"):
+        plot_learning_curves(_history(), eval_columns=["eval_nothing"])
+
+
+# -------------------------------------------------------------------- attention
+def _weights(h, tq, tk, seed=0):
+    w = np.random.default_rng(seed).random((h, tq, tk))
+    return w / w.sum(-1, keepdims=True)
+
+
+def test_attention_one_panel_per_head_with_labels(tmp_path):
+    rna, protein = list("AUGGCCUAA"), ["M", "A", "*", "<eos>"]
+    path = tmp_path / "attn.png"
+    fig = plot_attention(_weights(3, 4, 9), protein, rna, path, title="t")
+    assert _is_png(path)
+    heatmaps = [ax for ax in fig.axes if ax.images]
+    assert len(heatmaps) == 3
+    ax = heatmaps[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == rna
+    assert [t.get_text() for t in ax.get_yticklabels()] == protein
+    # a single head given as (Tq, Tk)
+    fig = plot_attention(_weights(1, 4, 9)[0], protein, rna)
+    assert len([ax for ax in fig.axes if ax.images]) == 1
+
+
+def test_attention_long_axes_are_thinned():
+    tk = 300
+    fig = plot_attention(_weights(1, 100, tk), None, list("ACGU" * 75))
+    ax = [a for a in fig.axes if a.images][0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert 1 < len(labels) <= plotting.MAX_TICK_LABELS
+    assert labels[0] == "A1"  # thinned labels carry their position
+
+
+def test_attention_rejects_bad_shapes_and_labels():
+    with pytest.raises(ValueError, match="shape"):
+        plot_attention(np.ones((1, 2, 3, 4)))
+    with pytest.raises(ValueError, match="3 query labels for 4"):
+        plot_attention(_weights(2, 4, 9), list("MA*"), list("AUGGCCUAA"))
+    with pytest.raises(ValueError, match="key labels"):
+        plot_attention(_weights(2, 4, 9), None, list("AUG"))
+
+
+def test_attention_layers_grid(tmp_path):
+    layers = [_weights(2, 4, 9, seed=i) for i in range(3)]
+    path = tmp_path / "grid.png"
+    fig = plot_attention_layers(layers, list("MA*") + ["<eos>"], list("AUGGCCUAA"), path,
+                                layer_names=["dec 1", "dec 2", "dec 3"])
+    assert _is_png(path)
+    heatmaps = [ax for ax in fig.axes if ax.images]
+    assert len(heatmaps) == 6
+    assert heatmaps[0].get_title() == "dec 1, head 1"
+    assert heatmaps[-1].get_title() == "dec 3, head 2"
+    with pytest.raises(ValueError, match="same shape"):
+        plot_attention_layers([_weights(2, 4, 9), _weights(2, 4, 8)])
+    with pytest.raises(ValueError, match="empty"):
+        plot_attention_layers([])
+    with pytest.raises(ValueError, match="layer names"):
+        plot_attention_layers(layers, layer_names=["one"])
+
+
+# -------------------------------------------------------------------- accuracy by length
+def test_accuracy_by_length(tmp_path):
+    df = pd.DataFrame({"lengths": ["1-10", "11-25", "101-150"], "exact_match": [1.0, 0.9, 0.1],
+                       "residue_accuracy": [1.0, 0.99, 0.6], "n": [10, 20, 5]})
+    path = tmp_path / "acc.png"
+    fig = plot_accuracy_by_length(df, path, title="t", train_max_len=100)
+    assert _is_png(path)
+    ax = fig.axes[0]
+    assert len(ax.patches) >= 6  # two bars per bucket (and the shading of the long bucket)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1-10", "11-25", "101-150"]
+    assert any("longer than in training" in t.get_text() for t in ax.get_legend().get_texts())
+    with pytest.raises(ValueError, match="residue_accuracy"):
+        plot_accuracy_by_length(df.drop(columns=["residue_accuracy"]))
+
+
+def test_no_pyplot_figures_left_behind():
+    before = None
+    if "matplotlib.pyplot" in sys.modules:
+        before = set(sys.modules["matplotlib.pyplot"].get_fignums())
+    plot_attention(_weights(2, 3, 6))
+    plot_learning_curves(_history())
+    if before is not None:
+        assert set(sys.modules["matplotlib.pyplot"].get_fignums()) == before
