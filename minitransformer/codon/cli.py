@@ -207,7 +207,7 @@ def _check_output_path(out: Path) -> None:
         raise CommandError(f"cannot write {out}: the folder {parent} is not writable")
 
 
-def _save_run(out: Path, run, *, data=None, train_seconds=None) -> None:
+def _save_run(out: Path, run, *, data=None) -> None:
     """The checkpoint of a finished (or interrupted) codon training run."""
     from ..checkpoint import save_checkpoint
     from .data import protein_vocabulary, rna_vocabulary
@@ -215,7 +215,7 @@ def _save_run(out: Path, run, *, data=None, train_seconds=None) -> None:
     trainer = run.trainer
     metadata = {"task": "codon", "table": run.table, "recipe": run.recipe.to_dict(),
                 "curriculum": [list(c) for c in run.curriculum],
-                "train_seconds": float(trainer.train_seconds if train_seconds is None else train_seconds),
+                "train_seconds": float(trainer.train_seconds),
                 "stop_reason": getattr(trainer, "stop_reason", None),
                 "data": None if data is None else str(data)}
     save_checkpoint(out, run.model, optimizer=trainer.optimizer, step=trainer.step, rng=run.data_rng,
