@@ -124,7 +124,8 @@ class Trainer:
 
     ``evaluate(trainer) -> dict`` is called every ``eval_every`` steps (and at the end);
     its numbers join the history. Training stops when ``stop_when(metrics)`` is true, when
-    ``max_steps`` or ``time_budget`` (seconds) is reached, or on Ctrl-C (after saving
+    ``max_steps`` or ``time_budget`` (wall-clock seconds of the whole ``fit`` call,
+    evaluations included) is reached, or on Ctrl-C (after saving
     ``checkpoint_fn(trainer)`` if given).
     """
 
@@ -176,12 +177,13 @@ class Trainer:
         iterator = iter(batches)
         window_loss, window_tokens, window_time = 0.0, 0, 0.0
         self.stop_reason = None
+        fit_started = time.perf_counter()
         try:
             while True:
                 if max_steps is not None and self.step >= max_steps:
                     self.stop_reason = "max_steps"
                     break
-                if time_budget is not None and self.train_seconds >= time_budget:
+                if time_budget is not None and time.perf_counter() - fit_started >= time_budget:
                     self.stop_reason = "time_budget"
                     break
                 try:

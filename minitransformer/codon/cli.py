@@ -386,8 +386,8 @@ def _add_train(sub):
     p.add_argument("--max-steps", type=_positive_int, default=None, metavar="N",
                    help="stop after this many optimizer steps (default: no limit)")
     p.add_argument("--time-budget", type=_positive_float, default=None, metavar="SECONDS",
-                   help="stop after this many seconds of optimizer steps; the curriculum checks "
-                        "come on top (default: no limit)")
+                   help="stop after this many seconds of training, curriculum checks included "
+                        "(default: no limit)")
     p.add_argument("--seed", type=int, default=0, help="seed for the weights, dropout and data order")
     p.add_argument("--out", default="model.npz", metavar="MODEL.npz", help="where to save the model")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -705,8 +705,8 @@ def _add_demo(sub):
         epilog="example:\n  minitransformer codon demo --out-dir codon-demo")
     p.add_argument("--out-dir", default="codon-demo", metavar="DIR", help="where to write everything")
     p.add_argument("--time-budget", type=_positive_float, default=480.0, metavar="SECONDS",
-                   help="seconds of optimizer steps (the curriculum checks and the evaluation "
-                        "come on top)")
+                   help="seconds of training, curriculum checks included (the final evaluation "
+                        "comes on top); training stops earlier once the target accuracy is reached")
     _add_backend(p)
     p.add_argument("--seed", type=int, default=0, help="seed for the model and the training data")
     p.add_argument("--eval-pairs", type=_positive_int, default=2000, metavar="N",
@@ -738,7 +738,7 @@ def _run_demo(args):
 
     # 1. train
     print(f"[1/4] training the default codon model ({code}) on fresh random proteins of "
-          f"{recipe.min_len}-{recipe.final_max_len} residues for {args.time_budget:g} s of training steps")
+          f"{recipe.min_len}-{recipe.final_max_len} residues, for at most {args.time_budget:g} s")
     t0 = time.perf_counter()
     run = train_codon_model(recipe, table=table, seed=args.seed, backend=args.backend,
                             time_budget=args.time_budget, progress=not args.no_progress,

@@ -48,7 +48,7 @@ class CodonRecipe:
     min_len: int = 1              #: protein lengths, in residues
     start_max_len: int = 10
     final_max_len: int = 100
-    advance_at: float = 0.95      #: exact match on the check set that moves the curriculum on
+    advance_at: float = 0.9       #: exact match on the check set that moves the curriculum on
     label_smoothing: float = 0.1
     max_grad_norm: float = 0.0    #: global-norm gradient clipping; 0 turns it off
     stop_rate: float = 0.05       #: probability that a residue is a stop codon
@@ -274,7 +274,7 @@ def train_codon_model(recipe: CodonRecipe | None = None, *, table=1, data: pd.Da
 
     ``data``: a pairs DataFrame to train on; by default fresh synthetic pairs every step.
     Stops when a check set of the full length range reaches ``recipe.target_exact``, or at
-    ``max_steps`` / ``time_budget`` seconds of training.
+    ``max_steps`` / after ``time_budget`` seconds (wall clock, curriculum checks included).
     """
     recipe = recipe or CodonRecipe()
     code = get_genetic_code(table)
