@@ -5,9 +5,10 @@ curriculum from short to long proteins, fresh random pairs every step) until a c
 of the full length range is 99% exact, or until the time budget runs out. Then scores the
 model on 2,000 *fresh* pairs, drawn with a seed the training never used.
 
-Two clocks: ``train_seconds`` counts optimiser steps only (the figure the time budget
-limits); ``wall_seconds`` includes the curriculum checks (decoding a check set every
-``recipe.check_every`` steps), which are part of the recipe's real cost.
+Two clocks: ``train_seconds`` counts optimiser steps only; ``wall_seconds`` includes the
+curriculum checks (decoding a check set every
+``recipe.check_every`` steps), which are part of the recipe's real cost. The budget is
+passed to ``train_codon_model`` as its ``time_budget``, which decides which clock it limits.
 """
 from __future__ import annotations
 

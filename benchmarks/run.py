@@ -172,7 +172,7 @@ def run_memory(device, threads, with_torch) -> dict:
 def run_codon(device, budget) -> dict:
     from .codon import measure_codon
 
-    log(f"codon task from scratch to 99% exact (time budget {budget:.0f} s of training)")
+    log(f"codon task from scratch to 99% exact (time_budget={budget:.0f} s)")
     r = measure_codon(device, time_budget=budget)
     curriculum = " -> ".join(f"L<={c['max_len']} @ step {c['step']} ({c['seconds']:.0f} s)" for c in r["curriculum"])
     rows = [["training seconds (optimizer steps only)", r["train_seconds"]],
@@ -201,7 +201,7 @@ def parse_args(argv=None):
     parser.add_argument("--only", default=None, help=f"comma-separated parts among {','.join(PARTS)}")
     parser.add_argument("--out", default=None, help="JSON file (default benchmarks/results-<backend>.json)")
     parser.add_argument("--codon-budget", type=float, default=1800.0,
-                        help="seconds of training allowed for the codon part (default 1800)")
+                        help="time_budget (seconds) given to train_codon_model in the codon part (default 1800)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     args = parser.parse_args(argv)
     if args.only:
