@@ -4,7 +4,8 @@ Every layer has ``forward(...)``, which validates its input, computes the output
 keeps what the backward pass needs, and ``backward(dout)``, which returns the gradient
 with respect to the input and **adds** the parameters' gradients into ``param.grad``.
 A layer remembers one forward pass at a time: call ``backward`` before the next
-``forward``.
+``forward``. The backward pass frees what the forward kept, so between training steps
+memory holds little more than the weights, gradients and optimizer state.
 
 Constructors take ``rng`` (a NumPy ``Generator`` or an integer seed) for the initial
 weights, ``dtype`` (float32 unless told otherwise) and ``backend`` ("numpy" or "cupy";
@@ -89,6 +90,7 @@ class Linear(Module):
 
     def backward(self, dy):
         dx, dw, db = F.linear_backward(dy, self._cache)
+        self._cache = None  # the forward's arrays are not needed any more: free them
         self.weight.grad += dw
         if self.bias is not None:
             self.bias.grad += db
@@ -209,6 +211,7 @@ class LayerNorm(Module):
 
     def backward(self, dy):
         dx, dgamma, dbeta = F.layer_norm_backward(dy, self._cache)
+        self._cache = None
         self.gamma.grad += dgamma
         self.beta.grad += dbeta
         return dx
@@ -230,7 +233,8 @@ class _Elementwise(Module):
         return y
 
     def backward(self, dy):
-        return type(self)._backward(dy, self._cache)
+        dx, self._cache = type(self)._backward(dy, self._cache), None
+        return dx
 
 
 class ReLU(_Elementwise):
@@ -279,7 +283,8 @@ class Dropout(Module):
         return y
 
     def backward(self, dy):
-        return F.dropout_backward(dy, self._cache)
+        dx, self._cache = F.dropout_backward(dy, self._cache), None
+        return dx
 
     def extra_repr(self):
         return f"p={self.p}"
@@ -342,6 +347,7 @@ class MultiHeadAttention(Module):
 
     def backward(self, dout):
         dx_q, dx_kv, dw_in, db_in, dw_out, db_out = F.multi_head_attention_backward(dout, self._cache)
+        self._cache = None
         self.w_in.grad += dw_in
         self.b_in.grad += db_in
         self.w_out.grad += dw_out

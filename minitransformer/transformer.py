@@ -311,8 +311,10 @@ class DecoderCache:
         return self.k[:, :, :self.length], self.v[:, :, :self.length]
 
     def reorder(self, index):
-        """Keep the rows ``index`` (beam search: follow the surviving beams)."""
-        self.memory_k, self.memory_v = self.memory_k[index], self.memory_v[index]
+        """Keep the rows ``index`` (beam search: follow the surviving beams).
+
+        Only the self-attention keys and values move: a beam's new parent is always a beam
+        of the same source, whose cross-attention keys and values are the same rows."""
         self.k, self.v = self.k[index], self.v[index]
 
 
