@@ -7,6 +7,13 @@ forward and backward side by side), :mod:`nn` (layers), :mod:`losses`,
 """
 __version__ = "0.1.0"
 
-from .transformer import Transformer, TransformerConfig  # noqa: E402
-
 __all__ = ["Transformer", "TransformerConfig", "__version__"]
+
+
+def __getattr__(name):
+    # Imported on first use, so that ``import minitransformer.cli`` does not load NumPy
+    # before the command line has had a chance to set the number of BLAS threads.
+    if name in ("Transformer", "TransformerConfig"):
+        from . import transformer
+        return getattr(transformer, name)
+    raise AttributeError(f"module 'minitransformer' has no attribute {name!r}")
