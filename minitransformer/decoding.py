@@ -37,7 +37,7 @@ def _next_token_logits(model, logits, bos_id):
     return logits
 
 
-def _trim(generated, finished_at, eos_id):
+def _trim(generated, eos_id):
     """Each row up to (not including) its end token, as a list of Python int lists."""
     rows = to_numpy(generated)
     out = []
@@ -76,7 +76,7 @@ def greedy_decode(model, src_ids, *, bos_id, eos_id, max_len, use_cache=True, re
         if bool(finished.all()):
             break
     generated = tokens[:, 1 : n_steps + 1]
-    return generated if return_array else _trim(generated, finished, eos_id)
+    return generated if return_array else _trim(generated, eos_id)
 
 
 def _length_penalty(length, alpha):
@@ -143,7 +143,7 @@ def beam_search(model, src_ids, *, bos_id, eos_id, max_len, beam_width=4, length
     final = xp.where(xp.isfinite(final), final, -np.inf)
     choice = final.argmax(axis=1) + xp.arange(batch) * k
     generated = tokens[choice, 1 : n_steps + 1]
-    result = _trim(generated, finished[choice], eos_id)
+    result = _trim(generated, eos_id)
     if return_scores:
         return result, to_numpy(final.max(axis=1)).tolist()
     return result

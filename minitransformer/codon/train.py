@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import pandas as pd
 
-from ..decoding import greedy_decode
+from ..backend import asarray
+from ..decoding import beam_search, greedy_decode
 from ..losses import CrossEntropyLoss
 from ..optim import Adam, NoamSchedule
 from ..training import Batch, Trainer, length_bucketed_batches
@@ -189,7 +190,6 @@ class TableBatches:
 def translate_rna(model, rnas, *, batch_tokens: int = 20000, beam_width: int = 1) -> list[str]:
     """Proteins for normalised RNA strings, decoded greedily (KV cache) in length-sorted
     batches of about ``batch_tokens`` nucleotides (beam search with ``beam_width > 1``)."""
-    from ..decoding import beam_search
     rna_vocab, protein_vocab = rna_vocabulary(), protein_vocabulary()
     rnas = list(rnas)
     order = np.argsort([len(r) for r in rnas], kind="stable")
@@ -197,14 +197,12 @@ def translate_rna(model, rnas, *, batch_tokens: int = 20000, beam_width: int = 1
     start = 0
     backend_name = model.backend_name
     while start < len(order):
-        longest = len(rnas[order[min(len(order) - 1, start)]])
         end = start + 1
         while end < len(order) and (end - start + 1) * len(rnas[order[end]]) <= batch_tokens:
             end += 1
         idx = order[start:end]
         longest = max(len(rnas[i]) for i in idx)
         src = encode_pairs([rnas[i] for i in idx], [], rna_vocab, protein_vocab).src
-        from ..backend import asarray
         src = asarray(src, backend_name)
         max_len = min(longest // 3 + 2, model.config.max_len - 1)
         kwargs = dict(bos_id=protein_vocab.bos_id, eos_id=protein_vocab.eos_id, max_len=max_len)
@@ -292,7 +290,10 @@ def train_codon_model(recipe: CodonRecipe | None = None, *, table=1, data: pd.Da
         batches = SyntheticBatches(recipe, code.table_id, data_rng)
     else:
         batches = TableBatches(data, recipe, data_rng)
-        recipe.final_max_len = min(recipe.final_max_len, int(batches.lengths.max()))
+        # the caller's recipe is left as it was: this run's copy stops at the data's longest
+        recipe = CodonRecipe(**{**recipe.to_dict(),
+                                "final_max_len": min(recipe.final_max_len, int(batches.lengths.max()))})
+        batches.recipe = recipe
     backend_name = model.backend_name
     curriculum = [(0, 0.0, batches.max_len)]
     started = time.perf_counter()
