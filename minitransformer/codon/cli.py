@@ -1,10 +1,12 @@
-"""The ``minitransformer codon`` commands: make data, train, evaluate, translate, look inside.
+"""The ``minitransformer codon`` commands: make data, train, fine-tune, evaluate, translate,
+look inside.
 
 ::
 
     minitransformer codon demo                                  # everything, in about 10 minutes
     minitransformer codon make-data --n 2000 --out test.csv     # random pairs as CSV
     minitransformer codon train --time-budget 300 --out model.npz
+    minitransformer codon finetune --from model.npz --table 2 --n 500 --out mito.npz
     minitransformer codon evaluate --model model.npz --data test.csv
     minitransformer codon translate --model model.npz atggcctaa --check
     minitransformer codon attention --model model.npz AUGGCCAUUGUAAUGGGC --out attention.png
@@ -19,6 +21,7 @@ never a traceback: the errors are raised here as ``ValueError``, ``CommandError`
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -28,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cli import CommandError
+from .finetune import FREEZE_CHOICES, finetune_codon_model, frozen_parameter_names
 from .genetic_code import AVAILABLE_TABLES, get_genetic_code
 from .train import CodonRecipe
 
@@ -207,8 +211,9 @@ def _check_output_path(out: Path) -> None:
         raise CommandError(f"cannot write {out}: the folder {parent} is not writable")
 
 
-def _save_run(out: Path, run, *, data=None) -> None:
-    """The checkpoint of a finished (or interrupted) codon training run."""
+def _save_run(out: Path, run, *, data=None, extra: dict | None = None) -> None:
+    """The checkpoint of a finished (or interrupted) codon training run; ``extra``: more
+    metadata entries (how a fine-tuned model was made, for instance)."""
     from ..checkpoint import save_checkpoint
     from .data import protein_vocabulary, rna_vocabulary
 
@@ -217,7 +222,7 @@ def _save_run(out: Path, run, *, data=None) -> None:
                 "curriculum": [list(c) for c in run.curriculum],
                 "train_seconds": float(trainer.train_seconds),
                 "stop_reason": getattr(trainer, "stop_reason", None),
-                "data": None if data is None else str(data)}
+                "data": None if data is None else str(data), **(extra or {})}
     save_checkpoint(out, run.model, optimizer=trainer.optimizer, step=trainer.step, rng=run.data_rng,
                     vocabularies={"source": rna_vocabulary(), "target": protein_vocabulary()},
                     metadata=metadata)
@@ -250,15 +255,17 @@ def _last_check(history):
     return None if rows.empty else rows.iloc[-1]
 
 
-def _describe_training(run) -> list[str]:
+def _describe_training(run, curriculum: bool = True) -> list[str]:
     trainer = run.trainer
     lines = [f"trained for {trainer.step} steps ({trainer.train_seconds:.0f} s of optimizer steps); "
              f"stopped: {getattr(trainer, 'stop_reason', None) or 'unknown'}"]
-    steps = ", ".join(f"up to {int(c[2])} residues from step {int(c[0])}" for c in run.curriculum)
-    lines.append(f"curriculum: {steps}")
+    if curriculum:
+        steps = ", ".join(f"up to {int(c[2])} residues from step {int(c[0])}" for c in run.curriculum)
+        lines.append(f"curriculum: {steps}")
     check = _last_check(run.history)
     if check is not None:
-        span = f"1-{int(check['eval_max_len'])} residues" if "eval_max_len" in check else "its range"
+        span = (f"{run.recipe.min_len}-{int(check['eval_max_len'])} residues" if "eval_max_len" in check
+                else "its range")
         lines.append(f"last check: {check['eval_exact_match']:.1%} exact match, "
                      f"{check['eval_residue_accuracy']:.2%} residue accuracy on fresh proteins of {span}")
     return lines
@@ -453,6 +460,241 @@ def _run_train(args):
     if getattr(run.trainer, "stop_reason", None) == "interrupted":
         return 130
     return 0
+
+
+# ======================================================================================
+# finetune
+# ======================================================================================
+#: ``--no-early-stop``: a target that no exact match reaches (it never exceeds 1).
+_NO_TARGET = 2.0
+#: The library's defaults (lr, warm-up, steps, ...) are the command's defaults.
+_FINETUNE_DEFAULTS = {name: parameter.default for name, parameter
+                      in inspect.signature(finetune_codon_model).parameters.items()}
+#: Protein lengths to fine-tune on when the --from checkpoint does not record its own.
+_DEFAULT_LENGTHS = (1, 100)
+
+
+def _target_fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text}")
+    return value
+
+
+def _add_finetune(sub):
+    d = _FINETUNE_DEFAULTS
+    p = sub.add_parser(
+        "finetune", formatter_class=_HelpFormatter,
+        help="fine-tune a trained model to another genetic code (transfer learning)",
+        description="Transfer learning: start from a trained codon model (--from) and train it a\n"
+                    "little more on pairs of another genetic code (--table), for instance the\n"
+                    "vertebrate mitochondrial code (table 2), which reads 4 of the 64 codons differently.\n\n"
+                    "The pairs are a CSV file (--data, checked against --table as in 'codon train') or\n"
+                    "--n random pairs of --table drawn once: a small, fixed data set. Frozen parts of\n"
+                    "the model (--freeze) are left out of the optimizer: they do not change. The\n"
+                    "learning rate warms up to --lr, then decays along a cosine to --lr/10 at --steps.\n\n"
+                    "Training stops at --steps, at --time-budget, once a check of fresh pairs reaches\n"
+                    "--target exact match (never with --no-early-stop), or on Ctrl-C. Writes the new\n"
+                    "model (its metadata records --table, so 'evaluate' and 'translate' check against\n"
+                    "it), its history (OUT.history.csv) and learning curve (OUT.learning-curve.png),\n"
+                    "and scores the model before and after on --check-pairs fresh pairs of --table.\n"
+                    "The --from file is never written to.",
+        epilog="examples:\n"
+               "  minitransformer codon finetune --from model.npz --table 2 --n 500 --out mito.npz\n"
+               "  minitransformer codon finetune --from model.npz --table 2 --data mito.csv \\\n"
+               "      --freeze encoder --steps 300 --no-early-stop --out mito-frozen-encoder.npz")
+    p.add_argument("--from", dest="from_model", required=True, metavar="MODEL.npz",
+                   help="the trained codon model to start from (from 'codon train'; left unchanged)")
+    # checked in _run_finetune rather than by argparse, so an unknown table is a one-line error
+    p.add_argument("--table", required=True, metavar="TABLE",
+                   help=_TABLE_HELP.replace("genetic code:", "the genetic code to fine-tune to:", 1))
+    p.add_argument("--out", required=True, metavar="OUT.npz",
+                   help="where to save the fine-tuned model (not the --from file)")
+    p.add_argument("--data", metavar="FILE.csv",
+                   help="fine-tune on these pairs (columns rna,protein) instead of random ones")
+    p.add_argument("--n", type=_positive_int, default=None, metavar="N",
+                   help=f"without --data: fine-tune on N random pairs of --table, drawn once with --seed "
+                        f"(default: {d['n_pairs']})")
+    p.add_argument("--min-len", type=_positive_int, default=None, metavar="L",
+                   help="without --data: shortest protein of the random pairs, in residues (default: the "
+                        f"shortest the --from model was trained on, else {_DEFAULT_LENGTHS[0]})")
+    p.add_argument("--max-len", type=_positive_int, default=None, metavar="L",
+                   help="without --data: longest protein of the random pairs (default: the longest the "
+                        f"--from model was trained on, else {_DEFAULT_LENGTHS[1]})")
+    p.add_argument("--freeze", choices=FREEZE_CHOICES, default=d["freeze"],
+                   help="parts kept as they are: none; embeddings (token and position embeddings); "
+                        "encoder (the source embedding and the whole encoder)")
+    p.add_argument("--lr", type=_positive_float, default=d["lr"], metavar="LR",
+                   help="peak learning rate of the fine-tuning (not the --from model's)")
+    p.add_argument("--warmup", type=_non_negative_int, default=d["warmup_steps"], metavar="N",
+                   help="steps of linear warm-up (at most half of --steps)")
+    p.add_argument("--steps", "--max-steps", dest="steps", type=_positive_int, default=d["max_steps"],
+                   metavar="N", help="the step budget: at most this many optimizer steps, and the length "
+                                     "of the learning-rate schedule")
+    p.add_argument("--time-budget", type=_positive_float, default=None, metavar="SECONDS",
+                   help="stop after this many seconds of training, checks included (default: no limit)")
+    p.add_argument("--target", type=_target_fraction, default=d["target_exact"], metavar="P",
+                   help="stop early once this fraction of a check set of fresh pairs is translated exactly")
+    p.add_argument("--no-early-stop", action="store_true",
+                   help="no target: train for all --steps steps (or --time-budget)")
+    p.add_argument("--check-every", type=_positive_int, default=d["check_every"], metavar="N",
+                   help="steps between checks on fresh pairs (the points of the learning curve)")
+    p.add_argument("--check-pairs", type=_non_negative_int, default=500, metavar="N",
+                   help="fresh pairs of --table, none of them in the fine-tuning data, to score the model "
+                        "on before and after (0: skip)")
+    p.add_argument("--seed", type=int, default=d["seed"],
+                   help="seed for the random pairs, dropout and data order")
+    _add_backend(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_finetune)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (the same path, a link to it, or a hard link)."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def _checkpoint_recipe(model, ckpt) -> CodonRecipe:
+    """The recipe a codon checkpoint was trained with; its architecture always the model's own."""
+    recorded = (ckpt.metadata or {}).get("recipe")
+    architecture = {name: getattr(model.config, name) for name in
+                    ("d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers", "dropout",
+                     "attention_dropout", "norm_first", "max_len")}
+    return CodonRecipe.from_dict({**(recorded if isinstance(recorded, dict) else {}), **architecture})
+
+
+def _trained_lengths(ckpt):
+    """``(shortest, longest)`` protein a codon checkpoint was trained on, or None if it does not
+    say: its recipe's ``min_len`` and where its curriculum got to (``codon train`` records both)."""
+    meta = ckpt.metadata or {}
+    try:
+        shortest = int(meta["recipe"]["min_len"])
+        curriculum = meta.get("curriculum")
+        longest = int(curriculum[-1][2]) if curriculum else int(meta["recipe"]["final_max_len"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    return (shortest, longest) if 1 <= shortest <= longest else None
+
+
+def _scores_line(scores) -> str:
+    return f"{_pct(scores['exact_match'])} exact match, {scores['residue_accuracy']:.2%} residue accuracy"
+
+
+def _run_finetune(args):
+    from ..plotting import plot_learning_curves
+    from .data import generate_pairs
+    from .genetic_code import translate
+    from .train import score_translations, translate_rna
+
+    try:
+        table = _table(args.table)
+    except argparse.ArgumentTypeError as err:
+        raise CommandError(f"--table {args.table}: {err}") from None
+    source, out = Path(args.from_model), Path(args.out)
+    if _same_file(source, out):
+        raise CommandError(f"--out {out} is the --from model itself, which is never overwritten; "
+                           f"give another file name")
+    if args.data and args.n is not None:
+        raise CommandError("give --data FILE or --n N, not both")
+    if args.data and (args.min_len or args.max_len):
+        raise CommandError("--min-len and --max-len are for random pairs; with --data the lengths are "
+                           "the file's")
+    _check_output_path(out)
+    model, ckpt = _load_codon_model(source, args.backend)
+    from_table, code = _model_table(ckpt, None), get_genetic_code(table)
+    recipe = _checkpoint_recipe(model, ckpt)
+    limit = int(model.config.max_len)
+
+    # the fine-tuning pairs: a file, or random ones drawn once
+    if args.data:
+        data = _read_training_pairs(args.data, table, limit)
+        lengths = data["protein"].str.len()
+        lo, hi = max(1, int(lengths.min())), max(1, int(lengths.max()))
+        described = f"{len(data)} pairs from {args.data}"
+    else:
+        trained = _trained_lengths(ckpt) or _DEFAULT_LENGTHS
+        lo, hi = args.min_len or trained[0], args.max_len or trained[1]
+        if lo > hi:
+            raise CommandError(f"--min-len {lo} is larger than --max-len {hi}")
+        if 3 * hi > limit:
+            raise CommandError(f"--max-len {hi}: proteins of {hi} residues have {3 * hi} nucleotides, more "
+                               f"than {source} reads ({limit}, its max_len)")
+        n = args.n or _FINETUNE_DEFAULTS["n_pairs"]
+        data = generate_pairs(n, lo, hi, table, recipe.stop_rate, np.random.default_rng(args.seed))
+        described = f"{n} random pairs of {lo}-{hi} residues (drawn once, seed {args.seed})"
+    recipe.min_len = lo  # the checks during fine-tuning draw proteins of lo..(longest in data)
+
+    # the held-out check: fresh pairs of the new code, none of them in the fine-tuning data
+    held_out = generate_pairs(args.check_pairs, lo, hi, table, recipe.stop_rate,
+                              np.random.default_rng([args.seed, 2024])) if args.check_pairs else data[:0]
+    held_out = held_out[~held_out["rna"].isin(set(data["rna"]))].reset_index(drop=True)
+    expected = list(held_out["protein"])
+    differs = [i for i, (rna, protein) in enumerate(zip(held_out["rna"], expected))
+               if from_table != table and translate(rna, from_table) != protein]
+
+    def check():
+        predicted = translate_rna(model, held_out["rna"])
+        return (score_translations(predicted, expected),
+                score_translations([predicted[i] for i in differs], [expected[i] for i in differs]))
+
+    frozen = set(frozen_parameter_names(model, args.freeze))
+    named = list(model.named_parameters())
+    n_weights = sum(int(p.data.size) for _, p in named)
+    n_frozen = sum(int(p.data.size) for name, p in named if name in frozen)
+    stops = [f"at most {args.steps} steps"]
+    if args.time_budget:
+        stops.append(f"at most {args.time_budget:g} s")
+    stops.append("no early stop" if args.no_early_stop
+                 else f"stops early at {_pct(args.target)} exact on a check")
+    print(f"fine-tuning {source} ({get_genetic_code(from_table)}) to {code} on {described}")
+    if frozen:
+        kept = f"{len(frozen)} of {len(named)} parameter arrays ({n_frozen:,} of {n_weights:,} weights) stay"
+    else:
+        kept = f"all {len(named)} parameter arrays ({n_weights:,} weights) are trained"
+    print(f"freeze {args.freeze}: {kept}; lr {args.lr:g}, {min(args.warmup, args.steps // 2)} warm-up steps, "
+          + ", ".join(stops))
+    before = check() if expected else None
+
+    run = finetune_codon_model(model, table=table, data=data, freeze=args.freeze, lr=args.lr,
+                               warmup_steps=args.warmup, max_steps=args.steps, time_budget=args.time_budget,
+                               seed=args.seed, target_exact=_NO_TARGET if args.no_early_stop else args.target,
+                               check_every=args.check_every, progress=not args.no_progress, recipe=recipe)
+    how = {"from": str(source), "from_table": from_table, "freeze": args.freeze, "lr": args.lr,
+           "warmup_steps": args.warmup, "max_steps": args.steps,
+           "target_exact": None if args.no_early_stop else args.target, "pairs": len(data),
+           "lengths": [lo, hi], "seed": args.seed}
+    _save_run(out, run, data=args.data, extra={"finetune": how})
+    history_path, curve_path = _sidecar(out, ".history.csv"), _sidecar(out, ".learning-curve.png")
+    run.history.to_csv(history_path, index=False)
+    plot_learning_curves(run.history, curve_path, title=f"fine-tuning to {code}, freeze {args.freeze}",
+                         marks=_curriculum_marks(run))
+    for line in _describe_training(run, curriculum=False):
+        print(line)
+    interrupted = getattr(run.trainer, "stop_reason", None) == "interrupted"
+    if before is not None and not interrupted:
+        after = check()
+        print(f"held-out check on {len(expected)} fresh pairs of {code} ({lo}-{hi} residues, none in the "
+              f"fine-tuning data):")
+        print(f"  before fine-tuning: {_scores_line(before[0])}")
+        print(f"  after fine-tuning:  {_scores_line(after[0])}")
+        if differs:
+            print(f"  the {len(differs)} whose translation differs under {get_genetic_code(from_table)}: "
+                  f"{_pct(before[1]['exact_match'])} exact before, {_pct(after[1]['exact_match'])} after")
+    elif before is None and args.check_pairs:
+        print(f"held-out check skipped: every fresh pair of {lo}-{hi} residues drawn is in the "
+              f"fine-tuning data")
+    print(f"model:          {out}")
+    print(f"history:        {history_path}")
+    print(f"learning curve: {curve_path}")
+    return 130 if interrupted else 0
 
 
 # ======================================================================================
@@ -843,13 +1085,14 @@ def add_codon_commands(subparsers) -> argparse.ArgumentParser:
     """Add the ``codon`` command and its subcommands to the top-level CLI's subparsers."""
     codon = subparsers.add_parser(
         "codon", formatter_class=_HelpFormatter,
-        help="translate RNA into protein: make data, train, evaluate, translate, inspect",
+        help="translate RNA into protein: make data, train, fine-tune, evaluate, translate, inspect",
         description="The codon task: a Transformer learns to translate RNA into protein, one\n"
                     "nucleotide per source token and one residue per target token, without being\n"
                     "told that three nucleotides make a codon. Start with 'minitransformer codon demo'.",
         epilog="run 'minitransformer codon COMMAND --help' for the options of each command")
     sub = codon.add_subparsers(dest="codon_command", metavar="COMMAND")
-    for add in (_add_demo, _add_make_data, _add_train, _add_evaluate, _add_translate, _add_attention):
+    for add in (_add_demo, _add_make_data, _add_train, _add_finetune, _add_evaluate, _add_translate,
+                _add_attention):
         add(sub)
 
     def show_help(args):
