@@ -386,13 +386,8 @@ plt.show()
 # with a warm-up). We train it twice, 300 steps each, once per arrangement.
 
 # %%
-import warnings
-
 from minitransformer.toy import train_toy
 
-# the training loop imports tqdm's notebook progress bar even when it is switched off;
-# without ipywidgets installed that import warns, harmlessly
-warnings.filterwarnings("ignore", message="IProgress not found")
 runs = {}
 for norm_first in (False, True):
     started = time.perf_counter()
