@@ -3,7 +3,8 @@
 The notebooks are stored as Jupytext "percent" scripts (``notebooks/NN_name.py``) so that
 their diffs stay readable and no outputs are committed. Each test converts one script to
 a notebook with jupytext and executes it with nbclient in a fresh ``python3`` kernel,
-inside a temporary directory, exactly as a student would run it. Any cell that raises
+inside a temporary directory, exactly as a student would run it; the code that does it is
+``notebooks/runner.py``, shared with ``docs/render_notebooks.py``. Any cell that raises
 fails the test, with the cell's traceback in the message.
 
 These tests are slow (each notebook trains or checks something) and need the optional
@@ -14,56 +15,34 @@ property (``--junitxml``).
 """
 from __future__ import annotations
 
-import os
-import time
+import importlib.util
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
-KERNEL_NAME = "python3"
-CELL_TIMEOUT_S = 300
 
 
-def _missing_tools() -> str | None:
-    """Why the notebooks cannot be executed here, or None if they can."""
-    missing = []
-    for module in ("jupytext", "nbformat", "nbclient"):
-        try:
-            __import__(module)
-        except ImportError:
-            missing.append(module)
-    if missing:
-        return (f"{', '.join(missing)} not installed; install the test extras with "
-                f"pip install -e \".[dev]\" to run the notebooks")
-    try:
-        from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-    except ImportError:
-        return "jupyter_client not installed; pip install ipykernel"
-    try:
-        KernelSpecManager().get_kernel_spec(KERNEL_NAME)
-    except NoSuchKernel:
-        return (f"no Jupyter kernel named {KERNEL_NAME!r}; install one with "
-                f"pip install ipykernel && python -m ipykernel install --user")
-    return None
+def _load_runner():
+    """notebooks/runner.py, the one place that knows how to run a notebook (the documentation
+    renders the notebooks with it too)."""
+    spec = importlib.util.spec_from_file_location("notebook_runner", REPO_ROOT / "notebooks" / "runner.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-_MISSING = _missing_tools()
+runner = _load_runner()
+NOTEBOOK_DIR = runner.NOTEBOOK_DIR
+NOTEBOOKS = runner.notebook_paths()
+KERNEL_NAME = runner.KERNEL_NAME
+
+_MISSING = runner.missing_tools()
 try:
     import jupytext  # noqa: F401
     _NO_JUPYTEXT = None
 except ImportError:
     _NO_JUPYTEXT = "jupytext not installed; pip install -e \".[dev]\" to read the notebook scripts"
-
-
-def _kernel_env() -> dict:
-    """The test's environment, with the repository on PYTHONPATH so the kernel imports this
-    checkout of minitransformer even when the package is not installed."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    return env
 
 
 def test_notebooks_are_present():
@@ -94,18 +73,9 @@ def test_notebook_is_a_percent_script(path):
 @pytest.mark.skipif(_MISSING is not None, reason=str(_MISSING))
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, tmp_path, record_property):
-    import jupytext
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
-
-    nb = jupytext.read(path)
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name=KERNEL_NAME,
-                            resources={"metadata": {"path": str(tmp_path)}})
-    started = time.perf_counter()
     try:
-        client.execute(env=_kernel_env())
-    except CellExecutionError as err:
-        pytest.fail(f"{path.name} failed after {time.perf_counter() - started:.1f} s:\n{err}", pytrace=False)
-    seconds = time.perf_counter() - started
+        _, seconds = runner.execute_notebook(path, tmp_path)
+    except runner.NotebookFailed as err:
+        pytest.fail(str(err), pytrace=False)
     record_property("run_seconds", round(seconds, 1))
     print(f"\n{path.name}: ran in {seconds:.1f} s")

@@ -20,7 +20,8 @@ import griffe
 
 #: Modules rendered in docs/api/: a role naming an object in one of them becomes a link.
 RENDERED_MODULES = ("backend", "functional", "module", "nn", "losses", "transformer", "decoding",
-                    "optim", "training", "checkpoint", "gradcheck", "interop", "vocab")
+                    "optim", "training", "checkpoint", "gradcheck", "interop", "vocab", "plotting",
+                    "codon")
 
 _ROLE = re.compile(r":(?:py:)?(?:func|class|mod|meth|data|attr|exc|obj):`(~?)\.?([^`]+)`")
 _TABLE_RULE = re.compile(r"^\s*=+(\s+=+)+\s*$")
