@@ -5,3 +5,16 @@ Run them all with ``python -m benchmarks.run`` (see ``benchmarks/README.md``), o
 part, e.g. ``python -m benchmarks.run --only train --quick``. A per-layer breakdown of
 one training step: ``python -m benchmarks.profile_step``.
 """
+
+import os as _os
+
+# OpenBLAS threads spin for a while after each product before they sleep (by default about
+# 2**28 cycles, a tenth of a second), holding cores that the library's own threads (batched
+# attention) then wait for. 2**12 cycles lets them sleep at once. Read when NumPy loads, so
+# it is set here, before any benchmark imports NumPy; an explicit setting wins.
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "12")
+
+from minitransformer.backend import keep_freed_memory as _keep_freed_memory  # noqa: E402
+
+# Both sides of every comparison (ours and PyTorch's) run in this process with it.
+_keep_freed_memory()

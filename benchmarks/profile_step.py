@@ -26,13 +26,14 @@ then shows where the time goes, but the step itself is slower than unprofiled.
 from __future__ import annotations
 
 import argparse
+import os
 import functools
 import time
 from collections import defaultdict
 
 from minitransformer import functional as F
 from minitransformer import losses as L
-from minitransformer.backend import BackendUnavailableError
+from minitransformer.backend import THREADS_ENV_VAR, BackendUnavailableError
 
 from .common import STEP_CONFIGS, Device, print_table
 from .train_step import OurStep
@@ -122,6 +123,10 @@ def profile(config: str = "benchmark", backend: str = "numpy", steps: int = 10, 
     loss_backward = phases.wrap("loss backward", criterion.backward)
     backward = phases.wrap("model backward", model.backward)
     optimizer_step = phases.wrap("optimizer step (Adam)", optimizer.step)
+    # The clocks keep one stack of open calls, which threads would interleave: the slices
+    # of batched attention run one after another while profiling (see the note printed).
+    threads_before = os.environ.get(THREADS_ENV_VAR)
+    os.environ[THREADS_ENV_VAR] = "1"
     try:
         started = device.clock()
         for _ in range(steps):
@@ -133,6 +138,10 @@ def profile(config: str = "benchmark", backend: str = "numpy", steps: int = 10, 
         wall = device.clock() - started
     finally:
         unwrap_functions(originals)
+        if threads_before is None:
+            del os.environ[THREADS_ENV_VAR]
+        else:
+            os.environ[THREADS_ENV_VAR] = threads_before
     return {"config": cfg, "steps": steps, "wall_s": wall, "kinds": kinds,
             "modules": modules, "functions": functions, "phases": phases}
 
@@ -187,7 +196,8 @@ def report(p: dict) -> None:
     print_table("4. Per function of functional.py / losses.py, sorted by self time",
                 ["function", "calls/step", "total ms", "self ms", "share"], rows,
                 note="self time excludes the wrapped functions it calls (e.g. attention_forward calls "
-                     "softmax_forward and dropout_forward).")
+                     "softmax_forward and dropout_forward). Profiled on one thread: unprofiled, the slices "
+                     "of batched attention run on all cores (python -m benchmarks.run measures that step).")
 
 
 def main(argv=None) -> None:

@@ -60,7 +60,12 @@ def limit_blas_threads(argv) -> None:
     training steps 4 to 10 times slower in our measurements. So commands use one
     thread unless ``--threads`` or one of the usual environment variables says otherwise.
     """
-    if "numpy" in sys.modules or any(v in os.environ for v in THREAD_VARIABLES):
+    if "numpy" in sys.modules:
+        return
+    # With several threads, OpenBLAS's would otherwise spin for about a tenth of a second
+    # after each product, holding the cores that batched attention's threads need.
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "12")
+    if any(v in os.environ for v in THREAD_VARIABLES):
         return
     threads = _threads_from_argv(argv)
     for variable in THREAD_VARIABLES:

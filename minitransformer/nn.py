@@ -381,7 +381,7 @@ class MultiHeadAttention(Module):
     @property
     def attention_weights(self):
         """The (B, H, Tq, Tk) attention weights of the last forward pass (for plots)."""
-        return None if self._cache is None else self._cache[2][3]
+        return None if self._cache is None else F.batched_attention_weights(self._cache[2])
 
     def extra_repr(self):
         return f"d_model={self.d_model}, n_heads={self.n_heads}"

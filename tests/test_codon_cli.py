@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from minitransformer import backend
 from minitransformer.checkpoint import load_checkpoint, save_checkpoint
 from minitransformer.cli import main
 from minitransformer.codon import cli as codon_cli
@@ -122,6 +123,21 @@ def test_train_writes_checkpoint_history_and_curve(model_path):
     assert "step" in pd.read_csv(history).columns
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(backend.cupy_unavailable_reason() is not None,
+                    reason=f"train --backend cupy needs a GPU: {backend.cupy_unavailable_reason()}")
+def test_train_on_cupy_writes_a_checkpoint_that_loads_on_the_cpu(tmp_path, capsys):
+    path = tmp_path / "gpu.npz"
+    assert main(["codon", "train", *TINY, "--backend", "cupy", "--max-steps", "20", "--no-progress",
+                 "--out", str(path)]) == 0
+    ckpt = load_checkpoint(path)
+    assert ckpt.step == 20 and ckpt.metadata["table"] == 1
+    history = pd.read_csv(path.with_name("gpu.history.csv"))
+    assert np.isfinite(history["loss"].dropna()).all()
+    # the checkpoint holds plain NumPy arrays: the CPU can translate with it
+    assert main(["codon", "translate", "--model", str(path), "AUGGCC"]) == 0
+
+
 def test_train_on_a_file_with_a_wrong_row_fails_early(pairs_csv, tmp_path, capsys):
     df = pd.read_csv(pairs_csv)
     df.loc[4, "protein"] = "W" * len(df.loc[4, "protein"])  # not what the RNA says
@@ -230,6 +246,25 @@ def test_translate_check_marks_differences(model_path, capsys):
         assert "0 of 1 sequences translated exactly" in summary
 
 
+def test_translate_long_sequences_in_pieces(model_path, capsys):
+    rna = "AUGGCC" * 20                                   # 40 codons; the tiny model trained on <= 12
+    assert main(["codon", "translate", "--model", str(model_path), "--piece-codons", "0", rna]) == 0
+    whole = capsys.readouterr().out.strip()
+    assert main(["codon", "translate", "--model", str(model_path), "--piece-codons", "10", rna]) == 0
+    in_pieces = capsys.readouterr().out.strip()
+    assert main(["codon", "translate", "--model", str(model_path), rna]) == 0   # auto: trained range
+    auto = capsys.readouterr().out.strip()
+    from minitransformer.checkpoint import load_model
+    from minitransformer.codon.train import split_into_pieces, translate_rna
+    model, ckpt = load_model(model_path)
+    longest = ckpt.metadata["curriculum"][-1][2]
+    assert auto == "".join(translate_rna(model, split_into_pieces(rna, longest)))
+    assert in_pieces == "".join(translate_rna(model, split_into_pieces(rna, 10)))
+    assert whole == translate_rna(model, [rna])[0]
+    assert main(["codon", "translate", "--model", str(model_path), "--piece-codons", "-3", rna]) == 2
+    assert "--piece-codons" in _one_line_error(capsys.readouterr().err)
+
+
 def test_difference_markers():
     assert difference_markers("MAIV", "MAIV") == ""
     assert difference_markers("MKIV", "MAIV") == " ^"
@@ -256,8 +291,10 @@ def test_translate_fasta_and_csv_print_names(model_path, tmp_path, capsys):
 
 def test_translate_too_long_for_the_model(model_path, capsys):
     long = "GCC" * 400  # 1200 nucleotides; the model reads at most 1024
-    assert main(["codon", "translate", "--model", str(model_path), long]) == 2
+    assert main(["codon", "translate", "--model", str(model_path), "--piece-codons", "0", long]) == 2
     assert "at most 1024" in _one_line_error(capsys.readouterr().err)
+    # in pieces (by default, of the trained length) it fits
+    assert main(["codon", "translate", "--model", str(model_path), long]) == 0
 
 
 # ------------------------------------------------------------------------ attention

@@ -5,7 +5,8 @@ import pytest
 
 from minitransformer.codon.data import generate_pairs, protein_vocabulary, rna_vocabulary
 from minitransformer.codon.train import (CodonRecipe, SyntheticBatches, TableBatches, accuracy_by_length,
-                                         encode_pairs, score_translations, train_codon_model, translate_rna)
+                                         encode_pairs, score_translations, split_into_pieces,
+                                         train_codon_model, translate_rna)
 
 TINY = dict(d_model=16, n_heads=2, d_ff=32, n_encoder_layers=1, n_decoder_layers=1, check_every=5,
             check_size=10, confirm_size=20, max_len=256)
@@ -58,6 +59,22 @@ def test_a_short_run_trains_checks_and_keeps_the_input_order():
     assert len(proteins) == 7
     # each sequence decodes alone to the same protein as in the (length-sorted) batch
     assert translate_rna(run.model, rnas[3:4]) == proteins[3:4]
+    # in pieces: each piece translated on its own, the proteins joined in order
+    long_rna = list(generate_pairs(1, 25, 25, seed=5)["rna"])[0]
+    pieces = split_into_pieces(long_rna, 10)
+    expected = "".join(translate_rna(run.model, pieces))
+    assert translate_rna(run.model, [long_rna], max_codons=10) == [expected]
+    assert translate_rna(run.model, rnas[3:4], max_codons=12) == proteins[3:4]   # short: whole
+
+
+def test_split_into_pieces_cuts_whole_codons_into_near_equal_pieces():
+    rna = "AUG" * 25
+    pieces = split_into_pieces(rna, 10)
+    assert "".join(pieces) == rna
+    assert [len(p) // 3 for p in pieces] == [8, 9, 8]
+    assert all(len(p) % 3 == 0 for p in pieces)
+    assert split_into_pieces(rna, 25) == [rna]
+    assert split_into_pieces("AUGGC", 1) == ["AUG", "GC"]   # an incomplete last codon stays at the end
 
 
 def test_training_on_a_table_of_pairs():

@@ -379,7 +379,11 @@ def test_dropout_eval_is_identity(torch):
 
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
 def test_dropout_train_statistics(p):
-    """Train mode (no PyTorch needed): about 1 - p of the units survive, scaled by 1/(1-p)."""
+    """Train mode (no PyTorch needed): about 1 - p of the units survive, scaled by 1/P(keep).
+
+    On the CPU the mask compares 16 random bits with round(p * 2**16), so P(keep) is
+    1 - round(p * 2**16) / 2**16, within 1e-5 of 1 - p, and the scale is exactly its inverse
+    (which keeps E[y] = x exactly)."""
     n = 200 * 500
     ours = Dropout(p, rng=backend.default_rng(123))
     x = np.random.default_rng(8).uniform(0.5, 1.5, size=(200, 500))   # never 0: a zero means dropped
@@ -387,13 +391,15 @@ def test_dropout_train_statistics(p):
     y = ours.forward(x)
     dx = ours.backward(dout)
 
+    p_keep = 1 - round(p * 65536) / 65536
+    assert abs(p_keep - (1 - p)) < 1e-5
     kept = y != 0
     kept_fraction = kept.mean()
     sigma = math.sqrt(p * (1 - p) / n)
     assert abs(kept_fraction - (1 - p)) < 5 * sigma, (kept_fraction, 1 - p)
-    np.testing.assert_allclose(y[kept], x[kept] / (1 - p), rtol=1e-14, atol=0)
+    np.testing.assert_allclose(y[kept], x[kept] / p_keep, rtol=1e-14, atol=0)
     # The same units are dropped and scaled on the way back.
     np.testing.assert_array_equal(dx != 0, kept)
-    np.testing.assert_allclose(dx[kept], dout[kept] / (1 - p), rtol=1e-14, atol=0)
+    np.testing.assert_allclose(dx[kept], dout[kept] / p_keep, rtol=1e-14, atol=0)
     # Inverted dropout keeps the expectation: mean(y) ~ mean(x), Var(y_i) = x_i^2 p / (1 - p).
     assert abs(y.mean() - x.mean()) < 5 * math.sqrt((x * x).mean() * p / (1 - p) / n)

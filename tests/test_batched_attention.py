@@ -1,0 +1,105 @@
+"""Attention of a batch run slice by slice, on several threads: the same numbers as one call.
+
+``SCORES_PER_SLICE`` is made tiny here, so that the small test batches are cut into
+several slices (the real limit only cuts large batches).
+"""
+import numpy as np
+import pytest
+
+from minitransformer import functional as F
+from minitransformer import nn
+from minitransformer.backend import default_rng
+from minitransformer.gradcheck import check_function, check_module
+
+TOL = 1e-7
+
+
+@pytest.fixture
+def small_slices(monkeypatch):
+    """Slices of at most 2 sequences at the shapes below (2 heads x 4 x 6 = 48 scores each)."""
+    monkeypatch.setattr(F, "SCORES_PER_SLICE", 100)
+
+
+@pytest.fixture(params=["2", "3"])
+def threads(request, monkeypatch):
+    """Slicing happens with more than one thread (with one, the batch is one call)."""
+    monkeypatch.setenv("MINITRANSFORMER_THREADS", request.param)
+    return int(request.param)
+
+
+def _inputs(dtype=np.float64, b=5, h=2, tq=4, tk=6, d=3, seed=0):
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((b, h, tq, d)).astype(dtype)
+    k = rng.standard_normal((b, h, tk, d)).astype(dtype)
+    v = rng.standard_normal((b, h, tk, d)).astype(dtype)
+    keep = np.ones((b, 1, 1, tk), dtype=bool)
+    keep[1, ..., 4:] = False
+    keep[4, ..., 1:] = False
+    return q, k, v, keep
+
+
+def test_batch_slices_cover_the_batch_in_near_equal_pieces():
+    slices = F.batch_slices(10, 30, limit=100)          # 300 scores -> 3 slices of <= 100
+    assert [(s.start, s.stop) for s in slices] == [(0, 3), (3, 7), (7, 10)]
+    assert F.batch_slices(10, 30, limit=10_000) == [slice(0, 10)]
+    assert len(F.batch_slices(4, 1000, limit=10)) == 4   # never less than one item per slice
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sliced_attention_equals_one_call_bit_for_bit(small_slices, threads, dtype):
+    q, k, v, keep = _inputs(dtype)
+    mask = keep & np.tril(np.ones((4, 6), dtype=bool))[None, None]
+    mask[2, :, 1, :] = False                              # a query that may look at nothing
+    whole, whole_cache = F.attention_forward(q, k, v, mask)
+    sliced, cache = F.batched_attention_forward(q, k, v, mask)
+    assert len(cache[0]) == 3
+    np.testing.assert_array_equal(sliced, whole)
+    np.testing.assert_array_equal(F.batched_attention_weights(cache), whole_cache[3])
+    dout = np.random.default_rng(1).standard_normal(whole.shape).astype(dtype)
+    for got, expected in zip(F.batched_attention_backward(dout, cache), F.attention_backward(dout, whole_cache)):
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_a_mask_shared_by_all_sequences_is_not_sliced(small_slices, threads):
+    q, k, v, _ = _inputs(tk=4)
+    causal = np.tril(np.ones((4, 4), dtype=bool))
+    whole, _ = F.attention_forward(q, k, v, causal)
+    sliced, _ = F.batched_attention_forward(q, k, v, causal)
+    np.testing.assert_array_equal(sliced, whole)
+
+
+def test_gradient_check_of_sliced_attention_with_dropout(small_slices, threads):
+    q, k, v, keep = _inputs()
+
+    def forward(q, k, v):   # the same seed each call: the same dropout masks
+        return F.batched_attention_forward(q, k, v, keep, 0.2, default_rng(3))
+
+    check_function(forward, F.batched_attention_backward, {"q": q, "k": k, "v": v}).assert_ok(TOL)
+
+
+def test_dropout_masks_are_the_same_for_the_same_seed_and_threads(small_slices, threads):
+    q, k, v, keep = _inputs(np.float32)
+    first, second = (F.batched_attention_forward(q, k, v, keep, 0.3, default_rng(5))[0] for _ in range(2))
+    np.testing.assert_array_equal(first, second)
+    # and the masks do drop something: without dropout the output differs
+    assert not np.array_equal(first, F.batched_attention_forward(q, k, v, keep)[0])
+
+
+def test_one_thread_runs_the_whole_batch_in_one_call(small_slices, monkeypatch):
+    monkeypatch.setenv("MINITRANSFORMER_THREADS", "1")
+    q, k, v, keep = _inputs()
+    _, cache = F.batched_attention_forward(q, k, v, keep)
+    assert len(cache[0]) == 1
+
+
+def test_gradient_check_of_the_layer_with_sliced_attention(small_slices, threads):
+    rng = np.random.default_rng(2)
+    layer = nn.MultiHeadAttention(4, 2, rng=rng, dtype=np.float64)
+    x_q = rng.standard_normal((5, 4, 4))
+    x_kv = rng.standard_normal((5, 6, 4))
+    _, _, _, keep = _inputs()
+    check_module(layer, x_q, x_kv, mask=keep).assert_ok(TOL)
+    layer.forward(x_q, x_kv, mask=keep)
+    assert len(layer._cache[2][0]) == 3          # it really ran in slices
+    assert layer.attention_weights.shape == (5, 2, 4, 6)
