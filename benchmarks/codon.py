@@ -1,9 +1,12 @@
 """Time from scratch to 99% exact match on the codon task (protein lengths 1-100).
 
-Trains the demo model with the demo recipe (``CodonRecipe(target_exact=0.99)``: a
-curriculum from short to long proteins, fresh random pairs every step) until a check set
-of the full length range is 99% exact, or until the time budget runs out. Then scores the
-model on 2,000 *fresh* pairs, drawn with a seed the training never used.
+Trains the demo model with the demo recipe (``CodonRecipe()``: a curriculum from short to
+long proteins, fresh random pairs every step) until it stops as the demo does (a check set
+of 500 pairs of the full length range at the recipe's ``target_exact``, 99.8%), or until the
+time budget runs out. Then scores the model on 2,000 *fresh* pairs, drawn with a seed the
+training never used: "reached 99%" is that score. (Stopping at a 99% check instead ends too
+early: a 500-pair check has a standard error of about 0.45 points there, and a model that
+passed it at 99.2% scored 98.55% on the fresh pairs.)
 
 Two clocks: ``train_seconds`` counts optimiser steps only; ``wall_seconds`` includes the
 curriculum checks (decoding a check set every
@@ -25,7 +28,7 @@ EVAL_SEED = 20_240_917   # the training data and check sets come from seeds 0 an
 
 def measure_codon(device: Device, *, time_budget: float = 1800.0, n_eval: int = 2000, seed: int = 0,
                   progress: bool = True) -> dict:
-    recipe = CodonRecipe(target_exact=TARGET_EXACT)
+    recipe = CodonRecipe()
     started = time.perf_counter()
     run = train_codon_model(recipe, seed=seed, backend=device.name, time_budget=time_budget, progress=progress)
     wall = time.perf_counter() - started

@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from minitransformer.checkpoint import load_model
-from minitransformer.codon.data import generate_pairs
+from minitransformer.codon.data import generate_pairs, load_example_genes
 from minitransformer.codon.finetune import finetune_codon_model
 from minitransformer.codon.genetic_code import translate
-from minitransformer.codon.train import CodonRecipe, evaluate_on_pairs, score_translations, train_codon_model
+from minitransformer.codon.train import (CodonRecipe, evaluate_on_pairs, score_translations, train_codon_model,
+                                         translate_rna)
 
 
 def score(model, pairs, differs):
@@ -85,6 +86,20 @@ def main(argv=None):
                                    best_check_exact_match=float(best.max()) if len(best) else None,
                                    stop_reason=scratch.trainer.stop_reason)
     print("from scratch:", results["from_scratch"], flush=True)
+
+    # the real mitochondrial genes, by each model (longer ones in pieces of the trained length)
+    genes = load_example_genes("mitochondrial")
+    longest = int(fresh["protein"].str.len().max())
+    results["mitochondrial_genes"] = []
+    by_model = {name: translate_rna(m, genes["rna"], max_codons=longest)
+                for name, m in (("unchanged", standard), ("finetuned", tuned.model), ("from_scratch", scratch.model))}
+    for i, (name, expected) in enumerate(zip(genes["name"], genes["protein"])):
+        row = {"name": name, "residues": len(expected)}
+        for model_name, predicted in by_model.items():
+            row[model_name] = score_translations([predicted[i]], [expected])["residue_accuracy"]
+            row[model_name + "_exact"] = predicted[i] == expected
+        results["mitochondrial_genes"].append(row)
+        print(row, flush=True)
 
     (out / "transfer.json").write_text(json.dumps(results, indent=2))
     plot(tuned.history, scratch.history, results, out / "transfer-learning.png")

@@ -62,7 +62,7 @@ class CodonRecipe:
     check_every: int = 100        #: steps between curriculum checks
     check_size: int = 100         #: pairs in each curriculum check
     confirm_size: int = 500       #: pairs that must confirm the target before stopping
-    target_exact: float = 0.995   #: stop once the full range reaches this on the confirm set
+    target_exact: float = 0.998   #: stop once the full range reaches this on the confirm set
     max_len: int = 1024           #: longest sequence the positional encoding covers
 
     def model_config(self, seed: int = 0, dtype: str = "float32") -> TransformerConfig:
