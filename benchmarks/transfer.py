@@ -29,6 +29,9 @@ from minitransformer.codon.genetic_code import translate
 from minitransformer.codon.train import (CodonRecipe, evaluate_on_pairs, score_translations, train_codon_model,
                                          translate_rna)
 
+#: Protein lengths (residues) of every pair here: the standard model's training range, 1..MAX_LEN.
+MAX_LEN = 100
+
 
 def score(model, pairs, differs):
     overall, _, predicted = evaluate_on_pairs(model, pairs)
@@ -61,12 +64,12 @@ def main(argv=None):
         standard = run.model
         results["standard_training"] = {"steps": run.trainer.step, "seconds": run.trainer.train_seconds}
 
-    fresh = generate_pairs(args.eval_pairs, 1, 100, table=2, seed=args.seed + 777)
+    fresh = generate_pairs(args.eval_pairs, 1, MAX_LEN, table=2, seed=args.seed + 777)
     differs = [translate(r, 1) != p for r, p in zip(fresh["rna"], fresh["protein"])]
     results["unchanged_standard_model"] = score(standard, fresh, differs)
     print("unchanged standard model on table 2:", results["unchanged_standard_model"], flush=True)
 
-    finetune_data = generate_pairs(args.n_pairs, 1, 100, table=2, seed=args.seed + 1)
+    finetune_data = generate_pairs(args.n_pairs, 1, MAX_LEN, table=2, seed=args.seed + 1)
     started = time.perf_counter()
     tuned = finetune_codon_model(copy.deepcopy(standard), table=2, data=finetune_data,
                                  max_steps=args.finetune_steps, seed=args.seed, target_exact=0.99)
@@ -89,9 +92,8 @@ def main(argv=None):
 
     # the real mitochondrial genes, by each model (longer ones in pieces of the trained length)
     genes = load_example_genes("mitochondrial")
-    longest = int(fresh["protein"].str.len().max())
     results["mitochondrial_genes"] = []
-    by_model = {name: translate_rna(m, genes["rna"], max_codons=longest)
+    by_model = {name: translate_rna(m, genes["rna"], max_codons=MAX_LEN)
                 for name, m in (("unchanged", standard), ("finetuned", tuned.model), ("from_scratch", scratch.model))}
     for i, (name, expected) in enumerate(zip(genes["name"], genes["protein"])):
         row = {"name": name, "residues": len(expected)}

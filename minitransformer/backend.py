@@ -192,7 +192,7 @@ def random_keep_mask(rng, shape, p):
         n = math.prod(shape)
         bits = np.frombuffer(rng.bytes(2 * n), dtype=np.uint16).reshape(shape)
         return bits >= threshold, 65536.0 / (65536 - threshold)
-    return rng.random(shape, dtype=np.float32) >= p, 1.0 / (1.0 - p)  # pragma: no cover - GPU only
+    return random_uniform(rng, shape, np.float32) >= p, 1.0 / (1.0 - p)  # pragma: no cover - GPU only
 
 
 def random_uniform(rng, shape, dtype):

@@ -240,8 +240,8 @@ def dropout_forward(x, p, rng, training=True):
 
     Scaling the kept units at training time keeps E[y] = x, so evaluation is the
     identity. ``rng`` is a seeded generator of x's backend: the same seed gives the same
-    masks. The mask is kept as booleans ``keep`` and a number ``scale`` = 1/(1-p), so
-    m = keep * scale (a quarter of the memory of a float mask; see
+    masks. The mask is kept as booleans ``keep`` and a number ``scale``, one over the
+    probability of keeping a unit (1/(1-p) to within 1e-5), so m = keep * scale (a quarter of the memory of a float mask; see
     :func:`~minitransformer.backend.random_keep_mask` for how ``keep`` is drawn).
     """
     if not training or p == 0.0:
@@ -327,8 +327,8 @@ def attention_backward(dout, cache):
 # --------------------------------------------------------------------------------------
 #: Attention scores per slice of the batch in :func:`batched_attention_forward`: 2**19
 #: float32 scores are 2 MB, which stays in the processor's cache between the passes of
-#: the softmax and its backward (measured on a 2-core machine: 2 MB slices ran faster than
-#: 1 MB or 4 MB ones; see docs/performance.md).
+#: the softmax and its backward (measured on a 2-core machine: slices of 1, 2 and 4 MB ran
+#: within about 15% of each other, and all well ahead of the whole batch at once).
 SCORES_PER_SLICE = 2 ** 19
 
 
@@ -345,7 +345,8 @@ def batched_attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, train
     """:func:`attention_forward` of a batch (B, H, Tq, d), one slice of the batch at a time.
 
     The numbers are those of one call on the whole batch (every sequence attends on its
-    own, so cutting the batch changes nothing), but on a CPU this is 2-2.5x faster:
+    own, so cutting the batch changes nothing), but on a CPU with two cores the attention
+    alone measured 2-2.5x faster (less inside a whole training step: docs/performance.md):
 
     * softmax and its backward pass over the (B, H, Tq, Tk) scores several times; when a
       slice's scores fit in the processor's cache, every pass after the first reads the
@@ -360,9 +361,9 @@ def batched_attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, train
     how the batch is cut, so a seed gives the same run for the same number of threads.
     """
     if get_array_module(q) is not np or cpu_threads() == 1:
-        out, cache = attention_forward(q, k, v, mask, dropout_p, rng, training)
-        return out, ([slice(None)], [cache])
-    slices = batch_slices(q.shape[0], q.shape[1] * q.shape[2] * k.shape[2])
+        slices = [slice(None)]
+    else:
+        slices = batch_slices(q.shape[0], q.shape[1] * q.shape[2] * k.shape[2])
     if len(slices) == 1:
         out, cache = attention_forward(q, k, v, mask, dropout_p, rng, training)
         return out, (slices, [cache])

@@ -1055,15 +1055,19 @@ def _run_demo(args):
     print(f"[3/4] translating {len(genes)} real genes ({code}); genes longer than {trained_up_to} codons "
           f"in pieces of at most {trained_up_to} (the longest proteins the model was trained on)")
     predicted = translate_rna(model, genes["rna"], max_codons=trained_up_to)
-    whole = translate_rna(model, genes["rna"])
+    pieces = [len(split_into_pieces(rna, trained_up_to)) for rna in genes["rna"]]
+    # a gene of one piece was already translated whole; only the longer ones are decoded again
+    cut = [i for i, n in enumerate(pieces) if n > 1]
+    whole = list(predicted)
+    for i, protein in zip(cut, translate_rna(model, [genes["rna"][i] for i in cut])):
+        whole[i] = protein
     gene_rows = []
     width = max([len(n) for n in genes["name"]] + [4])
     print(f"      {'gene':<{width}}  {'length':>6}  {'pieces':>6}  {'exact':>5}  {'residues right':>14}  "
           f"{'exact if whole':>14}")
-    for name, rna, expected, protein, protein_whole in zip(genes["name"], genes["rna"], genes["protein"],
-                                                            predicted, whole):
+    for name, expected, protein, protein_whole, n_pieces in zip(genes["name"], genes["protein"], predicted,
+                                                                whole, pieces):
         s = score_translations([protein], [expected])
-        n_pieces = len(split_into_pieces(rna, trained_up_to))
         gene_rows.append({"name": name, "length": len(expected), "pieces": n_pieces,
                           "exact_match": bool(protein == expected), "residue_accuracy": float(s["residue_accuracy"]),
                           "exact_match_whole": bool(protein_whole == expected)})
