@@ -73,7 +73,8 @@ def print_train(results, settings, matmul) -> None:
             s = r[who]
             if s is None:
                 continue
-            rows.append([f"{r['config']} ({who})", r["shape"], s["median_ms"], f"{fmt(s['p25_ms'])}-{fmt(s['p75_ms'])}",
+            who_label = f"ours, {r['shards']} shard{'s' if r['shards'] > 1 else ''}" if who == "ours" else who
+            rows.append([f"{r['config']} ({who_label})", r["shape"], s["median_ms"], f"{fmt(s['p25_ms'])}-{fmt(s['p75_ms'])}",
                          s["target_tokens_per_s"], r["flops"]["step"] / 1e9, s["gflops_per_s"],
                          f"{100 * s['fraction_of_matmul']:.1f}%" if s["fraction_of_matmul"] else None,
                          r["ours_over_torch"] if who == "ours" else None])
@@ -83,7 +84,8 @@ def print_train(results, settings, matmul) -> None:
         ["config", "batch BxS->T", "ms/step", "ms p25-p75", "target tok/s", "GFLOP/step", "GFLOP/s",
          "of matmul", "ours/torch"], rows,
         note=f"'of matmul': achieved GFLOP/s over the large-matmul rate of this run ({fmt(matmul['gflops'])} "
-             f"GFLOP/s). 'ours/torch' > 1: ours is slower.")
+             f"GFLOP/s). 'ours/torch' > 1: ours is slower. Shards: the batch cut in this many parts, "
+             f"run at once on one core each (minitransformer.parallel; small batches run whole).")
     print_table("The three products of one encoder feed-forward linear (benchmark config), alone",
                 ["product", "shape", "GFLOP/s"], [[m["product"], m["shape"], m["gflops"]]
                                                   for m in results["layer_matmuls"]],

@@ -8,6 +8,11 @@ The step is the same on both sides:
 * Adam, betas (0.9, 0.98), eps 1e-9, a constant learning rate, no gradient clipping;
 * on the CPU, the same number of threads (``torch.set_num_threads`` is set by the caller).
 
+Ours runs the step as :class:`~minitransformer.training.Trainer` does: through
+:class:`~minitransformer.parallel.DataParallel`, which on the CPU cuts a large batch into one
+shard per core (each with a one-thread BLAS) and leaves a small one whole. The result
+records how many shards the batch was cut into.
+
 The two are timed **interleaved**: a block of our steps, a block of PyTorch steps, ours
 again, and so on. A machine whose speed drifts (other jobs, CPU frequency) then slows both
 alike instead of favouring whichever ran in the quiet minute.
@@ -20,6 +25,7 @@ import numpy as np
 
 from minitransformer.losses import CrossEntropyLoss
 from minitransformer.optim import Adam
+from minitransformer.parallel import DataParallel
 from minitransformer.transformer import Transformer
 
 from .common import Device, StepConfig, make_batch, summarize, torch_sync
@@ -37,6 +43,7 @@ class OurStep:
     def __init__(self, cfg: StepConfig, device: Device, seed: int = 0):
         self.device = device
         self.model = Transformer(cfg.model, backend=device.name)
+        self.parallel = DataParallel(self.model)
         self.criterion = CrossEntropyLoss(ignore_index=cfg.model.pad_id, label_smoothing=LABEL_SMOOTHING)
         self.optimizer = Adam(self.model.parameters(), lr=LEARNING_RATE, betas=BETAS, eps=EPS)
         batch = make_batch(cfg, seed)
@@ -47,9 +54,9 @@ class OurStep:
     def step(self) -> float:
         model, batch = self.model, self.batch
         model.zero_grad()
-        logits = model.forward(batch.src, batch.tgt_in)
+        logits = self.parallel.forward(batch.src, batch.tgt_in)
         loss = self.criterion.forward(logits, batch.tgt_out)
-        model.backward(self.criterion.backward())
+        self.parallel.backward(self.criterion.backward())
         self.optimizer.step()
         return float(loss)
 
@@ -116,7 +123,8 @@ def measure_training(cfg: StepConfig, device: Device, *, steps: int = 20, warmup
     result = {"config": cfg.name, "description": cfg.description, "shape": cfg.shape,
               "batch_size": cfg.batch_size, "src_len": cfg.src_len, "tgt_len": cfg.tgt_len,
               "target_tokens": ours.n_target_tokens, "parameters": ours.model.num_parameters(),
-              "warmup_steps": warmup, "block": block, "flops": flops, "first_loss": first_loss}
+              "warmup_steps": warmup, "block": block, "flops": flops, "first_loss": first_loss,
+              "shards": ours.parallel.last_shards}
     for who in ("ours", "torch"):
         if not times[who]:
             result[who] = None

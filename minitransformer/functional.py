@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from .backend import cpu_threads, get_array_module, random_keep_mask, run_in_parallel, scatter_add_rows
+from .backend import get_array_module, parallel_threads, random_keep_mask, run_in_parallel, scatter_add_rows
 
 #: What masked attention scores are set to before the softmax: a large *finite* negative
 #: number, so exp() of it is exactly 0 next to any real score and nothing becomes NaN.
@@ -360,7 +360,7 @@ def batched_attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, train
     draws its mask from its own generator, seeded from ``rng``: the masks then depend on
     how the batch is cut, so a seed gives the same run for the same number of threads.
     """
-    if get_array_module(q) is not np or cpu_threads() == 1:
+    if get_array_module(q) is not np or parallel_threads() == 1:
         slices = [slice(None)]
     else:
         slices = batch_slices(q.shape[0], q.shape[1] * q.shape[2] * k.shape[2])

@@ -1,0 +1,150 @@
+"""Data parallelism: a batch cut into shards gives the logits and gradients of one pass."""
+import numpy as np
+import pytest
+
+from minitransformer import backend, parallel
+from minitransformer.losses import CrossEntropyLoss
+from minitransformer.optim import Adam
+from minitransformer.parallel import DataParallel
+from minitransformer.training import Batch, Trainer
+from minitransformer.transformer import Transformer, TransformerConfig
+
+
+@pytest.fixture(autouse=True)
+def two_threads_and_small_shards(monkeypatch):
+    """Shards on two pool threads whatever the machine, and even tiny batches cut."""
+    monkeypatch.setenv(backend.THREADS_ENV_VAR, "2")
+    monkeypatch.setattr(parallel, "MIN_TOKENS_PER_SHARD", 1)
+
+
+def make_model(dropout=0.0, dtype="float64", seed=0):
+    config = TransformerConfig(src_vocab_size=9, tgt_vocab_size=11, d_model=16, n_heads=4, d_ff=32,
+                               n_encoder_layers=2, n_decoder_layers=2, dropout=dropout, dtype=dtype, seed=seed)
+    return Transformer(config).train()
+
+
+def make_batch(n=7, seed=1):
+    """Sequences of different lengths, so that the shards hold padding too."""
+    rng = np.random.default_rng(seed)
+    src = rng.integers(3, 9, size=(n, 12))
+    tgt = rng.integers(3, 11, size=(n, 6))
+    for i in range(n):
+        src[i, 12 - i:] = 0
+        tgt[i, 6 - i // 2:] = 0
+    tgt_in = np.concatenate([np.full((n, 1), 1), tgt[:, :-1]], axis=1)
+    return src, tgt_in, tgt
+
+
+def loss_and_grads(run, model, src, tgt_in, tgt_out):
+    criterion = CrossEntropyLoss(ignore_index=0, label_smoothing=0.1)
+    logits = run.forward(src, tgt_in)
+    loss = criterion.forward(logits, tgt_out)
+    model.zero_grad()
+    run.backward(criterion.backward())
+    return logits, loss, {name: p.grad.copy() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("n_shards", [2, 3])
+def test_shards_give_the_logits_and_gradients_of_one_pass(n_shards):
+    model = make_model()
+    batch = make_batch()
+    logits, loss, grads = loss_and_grads(model, model, *batch)
+    sharded = DataParallel(model, n_shards)
+    logits_s, loss_s, grads_s = loss_and_grads(sharded, model, *batch)
+    assert sharded.last_shards == n_shards
+    np.testing.assert_allclose(logits_s, logits, rtol=0, atol=1e-12)
+    assert loss_s == pytest.approx(loss, rel=1e-13)
+    for name in grads:
+        np.testing.assert_allclose(grads_s[name], grads[name], rtol=1e-10, atol=1e-13, err_msg=name)
+        assert np.abs(grads[name]).max() > 0, f"{name} has no gradient: the comparison would prove nothing"
+
+
+def test_training_with_shards_follows_training_without():
+    """Three Adam steps: the replicas see each update of the shared weights."""
+    batch = make_batch()
+    weights = {}
+    for n_shards in (1, 2):
+        model = make_model()
+        run = DataParallel(model, n_shards)
+        optimizer = Adam(model.parameters(), lr=1e-2)
+        for _ in range(3):
+            loss_and_grads(run, model, *batch)
+            optimizer.step()
+        weights[n_shards] = model.state_dict()
+    # atol: the key projection's bias has a gradient of exactly 0 in exact arithmetic (a
+    # constant added to every score of a row cancels in the softmax); in floating point it
+    # is rounding noise of about 1e-12, which Adam turns into steps of about that size
+    for name, w in weights[1].items():
+        np.testing.assert_allclose(weights[2][name], w, rtol=1e-9, atol=1e-10, err_msg=name)
+
+
+def test_replicas_follow_weights_loaded_after_they_were_made():
+    model, other = make_model(seed=0), make_model(seed=5)
+    batch = make_batch()
+    run = DataParallel(model, 2)
+    run.forward(*batch[:2])
+    model.load_state_dict(other.state_dict())
+    np.testing.assert_allclose(run.forward(*batch[:2]), other.forward(*batch[:2]), atol=1e-12)
+
+
+def test_replicas_share_weights_but_not_gradients_or_dropout_masks():
+    model = make_model(dropout=0.5, dtype="float32")
+    run = DataParallel(model, 2)
+    src, tgt_in, _ = make_batch(n=4)
+    src[2:], tgt_in[2:] = src[:2], tgt_in[:2]   # the two shards get the same sequences
+    logits = run.forward(src, tgt_in)
+    replica = run.replicas[1]
+    for p, q in zip(model.parameters(), replica.parameters()):
+        assert q.data is p.data and q.grad is not p.grad
+    assert replica.dropout_rng is not model.dropout_rng
+    assert not np.allclose(logits[:2], logits[2:]), "both shards drew the same dropout masks"
+
+
+def test_a_batch_is_cut_only_when_each_shard_gets_enough_tokens(monkeypatch):
+    monkeypatch.setattr(parallel, "MIN_TOKENS_PER_SHARD", 2048)
+    run = DataParallel(make_model(), 2)
+    assert run.shards_for(n_sequences=64, n_tokens=64 * 123) == 2
+    assert run.shards_for(n_sequences=8, n_tokens=8 * 201) == 1
+    assert run.shards_for(n_sequences=1, n_tokens=10 ** 6) == 1
+    run.forward(*make_batch()[:2])
+    assert run._slices == [slice(None)] and run.replicas == [run.model]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_bad_shard_counts_are_refused(bad):
+    with pytest.raises(ValueError, match="n_shards must be a positive integer"):
+        DataParallel(make_model(), bad)
+
+
+def test_malformed_input_gets_the_models_own_message():
+    run = DataParallel(make_model(), 2)
+    with pytest.raises(ValueError, match="src_ids must be a 2-D integer array"):
+        run.forward(np.arange(5), np.ones((5, 3), dtype=np.int64))
+    with pytest.raises(ValueError, match="holds ids from"):
+        run.forward(np.full((4, 5), 99), np.ones((4, 3), dtype=np.int64))
+
+
+def test_trainer_steps_in_shards_and_records_the_same_loss():
+    batch = Batch(*make_batch(), n_tokens=1)
+    losses = {}
+    for shards in (1, 2):
+        model = make_model()
+        trainer = Trainer(model, Adam(model.parameters(), lr=1e-3), shards=shards)
+        losses[shards] = [trainer.train_step(batch).loss for _ in range(3)]
+        assert trainer.parallel.last_shards == shards
+    np.testing.assert_allclose(losses[2], losses[1], rtol=1e-10)
+
+
+@pytest.mark.skipif(not backend.can_set_blas_threads(), reason="OpenBLAS thread control not found in this process")
+def test_blas_threads_are_restored_after_the_block():
+    setter, getter = backend._openblas_thread_control()
+    before = getter()
+    with backend.blas_threads(1) as applied:
+        assert applied and getter() == 1
+    assert getter() == before
+
+
+def test_work_inside_a_pool_thread_runs_serially():
+    """A shard's batched attention asks for threads from inside a pool thread: it gets one."""
+    inner = backend.run_in_parallel(lambda i: backend.parallel_threads(), 2)
+    assert inner == [1, 1] and backend.parallel_threads() == 2
