@@ -21,7 +21,6 @@ where the two libraries really differ live here and nowhere else:
 from __future__ import annotations
 
 import ctypes
-import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -193,8 +192,10 @@ def random_keep_mask(rng, shape, p):
     """
     if rng_backend_name(rng) == "numpy":
         threshold = round(p * 65536)
-        n = math.prod(shape)
-        bits = np.frombuffer(rng.bytes(2 * n), dtype=np.uint16).reshape(shape)
+        # integers() over the full uint16 range is 16 uniform bits per entry, drawn straight
+        # into the array (measured 2-3x faster than rng.bytes(), which builds a Python bytes
+        # object first and copies it)
+        bits = rng.integers(0, 65536, size=shape, dtype=np.uint16)
         return bits >= threshold, 65536.0 / (65536 - threshold)
     return random_uniform(rng, shape, np.float32) >= p, 1.0 / (1.0 - p)  # pragma: no cover - GPU only
 
@@ -251,6 +252,11 @@ def run_in_parallel(function, n_items: int) -> list:
     attention use one. The results come back in order; an exception in any item is
     raised here.
 
+    While the items run, BLAS products use one thread each (:func:`blas_threads`): every
+    item already has a core, and products that each spread over all cores would queue for
+    them (measured: the attention of a 250-sequence batch of 300 tokens, in slices on 2
+    threads, took 3.0 s with a two-thread BLAS and 0.28 s with a one-thread BLAS).
+
     Called from inside one of its own threads (a shard of a data-parallel step that
     reaches the batched attention, say), it runs the items one after the other: the
     cores are already busy, and a thread waiting for its own pool could wait forever.
@@ -270,7 +276,8 @@ def run_in_parallel(function, n_items: int) -> list:
         finally:
             _WORKER.busy = False
 
-    return list(_POOL["executor"].map(as_worker, range(n_items)))
+    with blas_threads(1):
+        return list(_POOL["executor"].map(as_worker, range(n_items)))
 
 
 _WORKER = threading.local()

@@ -128,16 +128,15 @@ class DataParallel:
             s = self._slices[i]
             return self.replicas[i].forward(src_ids[s], tgt_in_ids[s])
 
-        with _backend.blas_threads(1):
-            return np.concatenate(_backend.run_in_parallel(shard, n), axis=0)
+        # run_in_parallel gives each shard's products a one-thread BLAS: the shard has its core
+        return np.concatenate(_backend.run_in_parallel(shard, n), axis=0)
 
     def backward(self, dlogits):
         """Each shard's backward pass, then the replicas' gradients added into the model's."""
         n = len(self._slices)
         if n == 1:
             return self.model.backward(dlogits)
-        with _backend.blas_threads(1):
-            _backend.run_in_parallel(lambda i: self.replicas[i].backward(dlogits[self._slices[i]]), n)
+        _backend.run_in_parallel(lambda i: self.replicas[i].backward(dlogits[self._slices[i]]), n)
         for p, *copies in zip(self.model.parameters(), *(r.parameters() for r in self.replicas[1:n])):
             for q in copies:
                 p.grad += q.grad
