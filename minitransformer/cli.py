@@ -41,35 +41,41 @@ def _run_toy(args):
 
 
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+#: the same name as ``backend.THREADS_ENV_VAR`` (spelled out: importing backend loads NumPy)
+THREADS_ENV_VAR = "MINITRANSFORMER_THREADS"
 
 
-def _threads_from_argv(argv) -> str:
+def _threads_from_argv(argv) -> str | None:
     for i, arg in enumerate(argv):
         if arg == "--threads" and i + 1 < len(argv):
             return argv[i + 1]
         if arg.startswith("--threads="):
             return arg.split("=", 1)[1]
-    return "1"
+    return None
 
 
 def limit_blas_threads(argv) -> None:
-    """Set the BLAS thread count before NumPy loads (it reads it only then).
+    """Set the thread counts before NumPy loads (OpenBLAS reads its own only then).
 
-    The codon model's matrices are small: a second BLAS thread saves little, and when
-    anything else runs on the machine, OpenBLAS threads that wait for a busy core made
-    training steps 4 to 10 times slower in our measurements. So commands use one
-    thread unless ``--threads`` or one of the usual environment variables says otherwise.
+    The library's own threads (attention slices, shards of a batch, decoding) get
+    ``--threads`` or every CPU the process may use; they run their products on a
+    one-thread BLAS (``backend.run_in_parallel``). Products outside them run on one
+    BLAS thread too: the codon model's matrices are small, a second BLAS thread saves
+    little, and when anything else runs on the machine, OpenBLAS threads that wait for a
+    busy core made training steps 4 to 10 times slower in our measurements. Variables
+    already set in the environment win.
     """
     if "numpy" in sys.modules:
         return
-    # With several threads, OpenBLAS's would otherwise spin for about a tenth of a second
-    # after each product, holding the cores that batched attention's threads need.
+    # OpenBLAS's threads would otherwise spin for about a tenth of a second after each
+    # product, holding the cores that the library's threads need.
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "12")
-    if any(v in os.environ for v in THREAD_VARIABLES):
-        return
     threads = _threads_from_argv(argv)
-    for variable in THREAD_VARIABLES:
-        os.environ[variable] = threads
+    if threads is not None:
+        os.environ[THREADS_ENV_VAR] = threads
+    if not any(v in os.environ for v in THREAD_VARIABLES):
+        for variable in THREAD_VARIABLES:
+            os.environ[variable] = "1"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,10 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="A Transformer written by hand on NumPy: train, "
                                                  "evaluate and inspect it from the command line.")
     parser.add_argument("--version", action="version", version=f"minitransformer {__version__}")
-    parser.add_argument("--threads", type=int, default=1, metavar="N",
-                        help="BLAS threads for NumPy's matrix products (default 1: the models here are "
-                             "small, and extra threads slow down badly on a busy machine); "
-                             "OPENBLAS_NUM_THREADS, if set, wins")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="threads for the library's parallel work: attention in slices, shards of "
+                             "large batches, decoding (default: every CPU this process may use; "
+                             f"{THREADS_ENV_VAR} sets the same). NumPy's own BLAS uses one thread "
+                             "unless OPENBLAS_NUM_THREADS says otherwise")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_toy(subparsers)
     try:

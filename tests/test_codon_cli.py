@@ -377,3 +377,24 @@ def test_demo_refuses_a_file_as_out_dir(tmp_path, capsys):
     target.write_text("")
     assert main(["codon", "demo", "--out-dir", str(target), "--time-budget", "1"]) == 2
     assert "is a file" in _one_line_error(capsys.readouterr().err)
+
+
+THREAD_PROBE = ("import os, sys; from minitransformer.cli import limit_blas_threads; "
+                "limit_blas_threads(sys.argv[1:]); "
+                "print([os.environ.get(v) for v in ('MINITRANSFORMER_THREADS', 'OPENBLAS_NUM_THREADS', "
+                "'OPENBLAS_THREAD_TIMEOUT')])")
+
+
+@pytest.mark.parametrize("argv, env, expected", [
+    ([], {}, [None, "1", "12"]),                          # pool: every CPU (unset); BLAS: one thread
+    (["--threads", "3"], {}, ["3", "1", "12"]),
+    (["--threads=2"], {"OPENBLAS_NUM_THREADS": "4"}, ["2", "4", "12"]),   # the user's BLAS setting wins
+    ([], {"OPENBLAS_THREAD_TIMEOUT": "0"}, [None, "1", "0"]),
+])
+def test_command_line_sets_thread_counts_before_numpy_loads(argv, env, expected):
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("MINITRANSFORMER_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                          "MKL_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT")}
+    out = subprocess.run([sys.executable, "-c", THREAD_PROBE, *argv], env={**clean, **env},
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(expected)

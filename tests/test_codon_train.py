@@ -81,3 +81,17 @@ def test_training_on_a_table_of_pairs():
     pairs = generate_pairs(200, 1, 8, seed=4)
     run = train_codon_model(CodonRecipe(**TINY), data=pairs, max_steps=6, progress=False)
     assert run.trainer.step == 6
+
+
+def test_an_extra_stop_rule_sees_every_check_and_can_end_the_run():
+    seen = []
+
+    def stop_at_the_third_check(trainer, metrics):
+        seen.append((trainer.step, sorted(metrics)))
+        return len(seen) == 3
+
+    run = train_codon_model(CodonRecipe(**TINY), max_steps=100, progress=False, seed=3,
+                            stop_when=stop_at_the_third_check)
+    assert [step for step, _ in seen] == [5, 10, 15]
+    assert seen[0][1] == ["exact_match", "max_len", "n", "residue_accuracy"]
+    assert run.trainer.step == 15 and run.trainer.stop_reason == "target reached"

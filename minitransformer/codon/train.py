@@ -304,12 +304,14 @@ class CodonRun:
 def train_codon_model(recipe: CodonRecipe | None = None, *, table=1, data: pd.DataFrame | None = None,
                       seed: int = 0, backend: str | None = None, max_steps: int | None = None,
                       time_budget: float | None = None, progress: bool = True, model=None,
-                      optimizer=None, checkpoint_fn=None) -> CodonRun:
+                      optimizer=None, checkpoint_fn=None, stop_when=None) -> CodonRun:
     """Train (or continue training) a codon model with the curriculum described above.
 
     ``data``: a pairs DataFrame to train on; by default fresh synthetic pairs every step.
     Stops when a check set of the full length range reaches ``recipe.target_exact``, or at
-    ``max_steps`` / after ``time_budget`` seconds (wall clock, curriculum checks included).
+    ``max_steps`` / after ``time_budget`` seconds (wall clock, curriculum checks included),
+    or when ``stop_when(trainer, metrics)``, called after every check with the check's
+    metrics (``exact_match``, ``residue_accuracy``, ``max_len``, ``n``), returns True.
     """
     recipe = recipe or CodonRecipe()
     code = get_genetic_code(table)
@@ -358,6 +360,8 @@ def train_codon_model(recipe: CodonRecipe | None = None, *, table=1, data: pd.Da
         return metrics
 
     def done(metrics: dict) -> bool:
+        if stop_when is not None and stop_when(trainer, metrics):
+            return True
         return (metrics["max_len"] >= recipe.final_max_len and metrics["n"] >= recipe.confirm_size
                 and metrics["exact_match"] >= recipe.target_exact)
 
