@@ -82,6 +82,10 @@ class DataParallel:
         gradients, caches and dropout generator (seeded from the model's)."""
         model = self.model
         shared = {id(p.data): p.data for p in model.parameters()}
+        for _, module in model.named_modules():   # the last forward pass's caches: not copied
+            for name in ("_cache", "_out_cache"):
+                if module.__dict__.get(name) is not None:
+                    shared[id(module.__dict__[name])] = None
         rng = getattr(model, "dropout_rng", None)
         if rng is not None:
             seed = int(_backend.to_numpy(rng.integers(0, 2 ** 62, size=1))[0])

@@ -148,3 +148,13 @@ def test_work_inside_a_pool_thread_runs_serially():
     """A shard's batched attention asks for threads from inside a pool thread: it gets one."""
     inner = backend.run_in_parallel(lambda i: backend.parallel_threads(), 2)
     assert inner == [1, 1] and backend.parallel_threads() == 2
+
+
+def test_a_replica_made_after_a_forward_pass_does_not_copy_its_caches():
+    model = make_model()
+    batch = make_batch()
+    model.forward(*batch[:2])                     # the model's layers now hold caches
+    assert any(m.__dict__.get("_cache") is not None for _, m in model.named_modules())
+    replica = DataParallel(model, 2)._replica()
+    assert all(m.__dict__.get("_cache") is None for _, m in replica.named_modules())
+    np.testing.assert_array_equal(replica.forward(*batch[:2]), model.forward(*batch[:2]))
