@@ -196,8 +196,10 @@ def report(p: dict) -> None:
     print_table("4. Per function of functional.py / losses.py, sorted by self time",
                 ["function", "calls/step", "total ms", "self ms", "share"], rows,
                 note="self time excludes the wrapped functions it calls (e.g. attention_forward calls "
-                     "softmax_forward and dropout_forward). Profiled on one thread: unprofiled, the slices "
-                     "of batched attention run on all cores (python -m benchmarks.run measures that step).")
+                     "softmax_forward and dropout_forward). Profiled as one pass over the whole batch on one "
+                     "thread: unprofiled, a large batch runs in one shard per core (minitransformer.parallel) "
+                     "and a small one's attention in slices on all cores (python -m benchmarks.run measures "
+                     "that step).")
 
 
 def main(argv=None) -> None:
