@@ -20,8 +20,9 @@ pass with a two-thread BLAS (``python -m benchmarks.run --only train``). Small b
 nothing: below :data:`MIN_TOKENS_PER_SHARD` tokens a shard, the batch stays whole.
 
 What changes with shards: the dropout masks (each replica draws from its own generator,
-seeded from the model's), so a seed gives the same run for the same number of shards; and
-the order of a few floating-point additions. Without dropout the logits and gradients
+reseeded from the model's before every batch), so a seed gives the same run for the same
+number of shards, and a run resumed from a checkpoint (which saves the model's generator)
+continues as if it had never stopped; and the order of a few floating-point additions. Without dropout the logits and gradients
 equal those of one pass to rounding (``tests/test_parallel.py``).
 """
 from __future__ import annotations
@@ -87,9 +88,8 @@ class DataParallel:
                 if module.__dict__.get(name) is not None:
                     shared[id(module.__dict__[name])] = None
         rng = getattr(model, "dropout_rng", None)
-        if rng is not None:
-            seed = int(_backend.to_numpy(rng.integers(0, 2 ** 62, size=1))[0])
-            shared[id(rng)] = _backend.default_rng(seed, model.backend_name)
+        if rng is not None:   # reseeded before every cut batch (_sync_replicas)
+            shared[id(rng)] = _backend.default_rng(0, model.backend_name)
         return copy.deepcopy(model, shared)
 
     @property
@@ -103,8 +103,20 @@ class DataParallel:
 
     def _sync_replicas(self) -> None:
         """Point every replica at the model's current weights (the optimizer, ``load_state_dict``
-        or ``to`` may have replaced the arrays), match its mode, and clear its gradients."""
-        for replica in self.replicas[1:len(self._slices)]:
+        or ``to`` may have replaced the arrays), match its mode, clear its gradients, and
+        reseed its dropout generator from the model's.
+
+        The seeds are drawn afresh for every batch, so that all randomness flows from the
+        model's own generator: a checkpoint saves that generator's state, and a run resumed
+        from it draws the same masks as the run that never stopped."""
+        replicas = self.replicas[1:len(self._slices)]
+        rng = getattr(self.model, "dropout_rng", None)
+        if rng is not None and replicas:
+            seeds = _backend.to_numpy(rng.integers(0, 2 ** 62, size=len(replicas))).tolist()
+            for replica, seed in zip(replicas, seeds):
+                fresh = type(replica.dropout_rng.bit_generator)(int(seed))
+                replica.dropout_rng.bit_generator.state = fresh.state
+        for replica in replicas:
             replica.train(self.model.training)
             for p, q in zip(self.model.parameters(), replica.parameters()):
                 q.data = p.data

@@ -158,3 +158,17 @@ def test_a_replica_made_after_a_forward_pass_does_not_copy_its_caches():
     replica = DataParallel(model, 2)._replica()
     assert all(m.__dict__.get("_cache") is None for _, m in replica.named_modules())
     np.testing.assert_array_equal(replica.forward(*batch[:2]), model.forward(*batch[:2]))
+
+
+def test_sharded_dropout_depends_only_on_the_models_generator():
+    """What a resumed run needs: the masks of a cut batch follow from the weights and the state
+    of the model's dropout generator (which a checkpoint saves), not from the history of the
+    DataParallel object that ran it."""
+    model = make_model(dropout=0.3, dtype="float32")
+    src, tgt_in, _ = make_batch()
+    first = DataParallel(model, 2)
+    first.forward(src, tgt_in)                    # a step before the "checkpoint"
+    state = model.dropout_rng.bit_generator.state
+    expected = first.forward(src, tgt_in)
+    model.dropout_rng.bit_generator.state = state  # "resume": same generator state, new wrapper
+    np.testing.assert_array_equal(DataParallel(model, 2).forward(src, tgt_in), expected)
