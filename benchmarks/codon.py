@@ -42,8 +42,7 @@ def measure_codon(device: Device, *, time_budget: float = 1800.0, n_eval: int = 
                               stop_rate=recipe.stop_rate, seed=pair_seed)
 
     eval_pairs, confirm_pairs = fresh_pairs(EVAL_SEED), fresh_pairs(CONFIRM_SEED)
-    clock = {"measuring": 0.0, "evaluations": []}
-    reached = {}
+    clock = {"measuring": 0.0, "evaluations": [], "reached_at_step": None}
 
     def reached_target(trainer, metrics) -> bool:
         if metrics["max_len"] < recipe.final_max_len or metrics["exact_match"] < TARGET_EXACT:
@@ -54,8 +53,7 @@ def measure_codon(device: Device, *, time_budget: float = 1800.0, n_eval: int = 
         clock["evaluations"].append({"step": trainer.step, "exact_match": scores["exact_match"]})
         if scores["exact_match"] < TARGET_EXACT:
             return False
-        reached.update(step=trainer.step, train_seconds=trainer.train_seconds,
-                       wall_seconds=time.perf_counter() - started - clock["measuring"])
+        clock["reached_at_step"] = trainer.step   # training stops here: the clocks read below
         return True
 
     started = time.perf_counter()
@@ -73,10 +71,11 @@ def measure_codon(device: Device, *, time_budget: float = 1800.0, n_eval: int = 
         "stop_reason": getattr(run.trainer, "stop_reason", None),
         "curriculum": [{"step": int(s), "seconds": float(t), "max_len": int(m)} for s, t, m in run.curriculum],
         "benchmark_evaluations": clock["evaluations"], "benchmark_evaluation_seconds": clock["measuring"],
+        "reached_at_step": clock["reached_at_step"],
         "eval_pairs": n_eval, "eval_seed": EVAL_SEED, "eval_seconds": eval_seconds,
         "exact_match": scores["exact_match"], "residue_accuracy": scores["residue_accuracy"],
         "confirm_seed": CONFIRM_SEED, "confirm_exact_match": confirm["exact_match"],
         "confirm_residue_accuracy": confirm["residue_accuracy"],
-        "reached_target": bool(reached) and confirm["exact_match"] >= TARGET_EXACT,
+        "reached_target": clock["reached_at_step"] is not None and confirm["exact_match"] >= TARGET_EXACT,
         "by_length": by_length.to_dict(orient="records"),
     }

@@ -223,9 +223,9 @@ _POOL = {"threads": None, "executor": None}
 
 
 def cpu_threads() -> int:
-    """How many threads element-wise work may use: ``MINITRANSFORMER_THREADS``, else the
-    BLAS thread setting (``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``,
-    which the command line's ``--threads`` sets), else the CPUs this process may use."""
+    """How many threads element-wise work may use: ``MINITRANSFORMER_THREADS`` (which the
+    command line's ``--threads`` sets), else the BLAS thread setting (``OPENBLAS_NUM_THREADS``,
+    ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``), else the CPUs this process may use."""
     for variable in (THREADS_ENV_VAR, "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         value = os.environ.get(variable, "").strip()
         if value.isdigit() and int(value) > 0:
@@ -370,7 +370,6 @@ def keep_freed_memory() -> bool:
     if _ALLOCATOR["tuned"]:
         return True
     try:
-        import ctypes
         import ctypes.util
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt

@@ -80,7 +80,8 @@ class DataParallel:
 
     def _replica(self):
         """A copy of the model's modules that shares its weight arrays and has its own
-        gradients, caches and dropout generator (seeded from the model's)."""
+        gradients, caches and dropout generator (reseeded from the model's before every batch
+        it runs)."""
         model = self.model
         shared = {id(p.data): p.data for p in model.parameters()}
         for _, module in model.named_modules():   # the last forward pass's caches: not copied

@@ -392,6 +392,8 @@ THREAD_PROBE = ("import os, sys; from minitransformer.cli import limit_blas_thre
     ([], {"OPENBLAS_THREAD_TIMEOUT": "0"}, [None, "1", "0"]),
 ])
 def test_command_line_sets_thread_counts_before_numpy_loads(argv, env, expected):
+    from minitransformer import cli as top_cli
+    assert top_cli.THREADS_ENV_VAR == backend.THREADS_ENV_VAR   # spelled out twice: keep them one name
     clean = {k: v for k, v in os.environ.items()
              if k not in ("MINITRANSFORMER_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                           "MKL_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT")}
