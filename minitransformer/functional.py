@@ -33,10 +33,43 @@ from .backend import get_array_module, parallel_threads, random_keep_mask, run_i
 #: number, so exp() of it is exactly 0 next to any real score and nothing becomes NaN.
 MASK_VALUE = -1e9
 
+#: Attention scores no larger than this in size need no max-subtraction before exp():
+#: exp(+-64) is 6e27 or 2e-28, inside float32's range (about 1e-38 to 3e38) with room
+#: for a row sum over 10**10 keys.
+SAFE_SCORE = 64.0
 
+
+# Sums along an axis are written as products with a vector of ones, which BLAS computes.
+# NumPy's own reduction over a short last axis (a row of 128 features, 92 attention scores)
+# goes row by row and measured about 4x slower: 0.50 against 0.12 ns per number for a
+# (2944, 128) float32 array on one core (docs/performance.md). The numbers are the same sums,
+# added in another order.
 def _sum_over_leading_axes(a):
-    """Sum over every axis but the last: the gradient of a broadcast bias or scale."""
-    return a.reshape(-1, a.shape[-1]).sum(axis=0)
+    """Sum over every axis but the last: the gradient of a broadcast bias or scale.
+
+    ``a.reshape(-1, n).sum(axis=0)``, computed as ``ones(rows) @ a``.
+    """
+    xp = get_array_module(a)
+    rows = a.reshape(-1, a.shape[-1])
+    return xp.ones(rows.shape[0], dtype=a.dtype) @ rows
+
+
+def _dot_over_last_axis(a, w):
+    """``(a * w).sum(axis=-1, keepdims=True)`` for a (..., n) and a vector w (n,), as ``a @ w``."""
+    n = a.shape[-1]
+    return (a.reshape(-1, n) @ w).reshape(a.shape[:-1] + (1,))
+
+
+def _sum_over_last_axis(a):
+    """``a.sum(axis=-1, keepdims=True)``, as ``a @ ones(n)``."""
+    xp = get_array_module(a)
+    return _dot_over_last_axis(a, xp.ones(a.shape[-1], dtype=a.dtype))
+
+
+def _mean_over_last_axis(a):
+    """``a.mean(axis=-1, keepdims=True)``, as ``a @ (ones(n) / n)``."""
+    xp = get_array_module(a)
+    return _dot_over_last_axis(a, xp.full(a.shape[-1], 1.0 / a.shape[-1], dtype=a.dtype))
 
 
 # --------------------------------------------------------------------------------------
@@ -73,7 +106,7 @@ def linear_backward(dy, cache):
     dy2 = dy.reshape(-1, n_out)
     dx = (dy2 @ w.T).reshape(x.shape)
     dw = x2.T @ dy2
-    db = dy2.sum(axis=0)
+    db = _sum_over_leading_axes(dy2)
     return dx, dw, db
 
 
@@ -133,9 +166,9 @@ def layer_norm_forward(x, gamma, beta, eps=1e-5):
     every position.
     """
     xp = get_array_module(x)
-    mean = x.mean(axis=-1, keepdims=True)
+    mean = _mean_over_last_axis(x)
     xc = x - mean
-    var = (xc * xc).mean(axis=-1, keepdims=True)
+    var = _mean_over_last_axis(xc * xc)
     rstd = 1.0 / xp.sqrt(var + eps)
     xhat = xc
     xhat *= rstd
@@ -158,11 +191,15 @@ def layer_norm_backward(dy, cache):
     Returns ``(dx, dgamma, dbeta)``.
     """
     xhat, rstd, gamma = cache
-    dgamma = _sum_over_leading_axes(dy * xhat)
+    dy_xhat = dy * xhat
+    dgamma = _sum_over_leading_axes(dy_xhat)
     dbeta = _sum_over_leading_axes(dy)
-    g = dy * gamma
-    dx = g - g.mean(axis=-1, keepdims=True)
-    dx -= xhat * (g * xhat).mean(axis=-1, keepdims=True)
+    # mean(g) = mean(dy * gamma) is the product dy @ (gamma / D), and mean(g * xhat) is
+    # dy_xhat @ (gamma / D): neither needs g itself
+    gamma_over_d = gamma / gamma.shape[-1]
+    dx = dy * gamma
+    dx -= _dot_over_last_axis(dy, gamma_over_d)
+    dx -= xhat * _dot_over_last_axis(dy_xhat, gamma_over_d)
     dx *= rstd
     return dx, dgamma, dbeta
 
@@ -207,17 +244,17 @@ def gelu_backward(dy, cache):
 # --------------------------------------------------------------------------------------
 # Softmax
 # --------------------------------------------------------------------------------------
-def softmax_forward(x, axis=-1):
-    """p = exp(x - max x) / sum exp(x - max x) along ``axis``.
+def softmax_forward(x):
+    """p = exp(x - max x) / sum exp(x - max x) along the last axis.
 
     Subtracting the maximum changes nothing mathematically (it cancels in the ratio)
     but keeps exp() from overflowing: the largest exponent is exp(0) = 1.
     """
     xp = get_array_module(x)
-    p = x - x.max(axis=axis, keepdims=True)
+    p = x - x.max(axis=-1, keepdims=True)
     xp.exp(p, out=p)
-    p /= p.sum(axis=axis, keepdims=True)
-    return p, (p, axis)
+    p /= _sum_over_last_axis(p)
+    return p, p
 
 
 def softmax_backward(dp, cache):
@@ -226,9 +263,9 @@ def softmax_backward(dp, cache):
     From dp_i/dx_k = p_i (delta_ik - p_k): the Jacobian is diag(p) - p p^T, and
     multiplying it by dp never needs the matrix.
     """
-    p, axis = cache
+    p = cache
     dx = dp * p
-    dx -= p * dx.sum(axis=axis, keepdims=True)
+    dx -= p * _sum_over_last_axis(dx)
     return dx
 
 
@@ -275,47 +312,103 @@ def attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, training=True
     may attend to *no* key gets all-zero weights (and a zero output) rather than NaN.
     Optional dropout acts on the attention weights.
 
-    The scale s = 1/sqrt(d_k) is applied to Q before the product, (s Q) K^T, which is the
-    same number as s (Q K^T) but touches Tq x d_k entries instead of Tq x Tk.
+    Written with the functions above, the forward pass is::
+
+        scores = (q * s) @ k^T                     # s = 1 / sqrt(d_k)
+        weights, _ = softmax_forward(scores)       # after masking
+        dropped, _ = dropout_forward(weights, dropout_p, rng, training)
+        out = dropped @ v
+
+    The code computes the same numbers with fewer passes over the (Tq, Tk) scores, the
+    largest arrays of the layer, by moving every factor that is one number per query
+    (per row) to the (Tq, d_v) side of the products. A row of weights is
+    E / r, with E = exp(scores - row max) and r the row's sum, and dropout multiplies
+    by keep / P(keep); so ``out = ((E * keep) @ v) * (1 / (r P(keep)))``: the division
+    touches Tq x d_v numbers instead of Tq x Tk. The scale s is applied to q, Tq x d_k
+    numbers, for the same reason. The cache keeps ``out`` (the backward pass needs it).
     """
     xp = get_array_module(q)
     scale = 1.0 / math.sqrt(q.shape[-1])
     q_scaled = q * scale
     scores = q_scaled @ xp.swapaxes(k, -1, -2)
-    empty_rows = None
     if mask is not None and bool(mask.all()):
         mask = None   # nothing is hidden (no padding in this batch): skip a pass over the scores
     if mask is not None:
         xp.copyto(scores, MASK_VALUE, where=~mask)
-        blocked = ~mask.any(axis=-1, keepdims=True)
-        if bool(blocked.any()):
-            empty_rows = blocked
-    weights, _ = softmax_forward(scores, axis=-1)
-    if empty_rows is not None:
-        weights *= ~empty_rows
-    dropped, drop_mask = dropout_forward(weights, dropout_p, rng, training)
-    out = dropped @ v
-    return out, (q_scaled, k, v, weights, dropped, drop_mask, scale)
+    sees_a_key = None if mask is None else mask.any(axis=-1, keepdims=True)
+    # the softmax, with its division by the row sums left for later
+    shift = _needs_max_shift(q_scaled, k, sees_a_key)
+    if bool(shift.any()):   # (subtracting 0 from the scores of the other matrices changes nothing)
+        scores -= scores.max(axis=-1, keepdims=True) * shift
+    exp_scores = xp.exp(scores, out=scores)
+    inv_row_sums = 1.0 / _sum_over_last_axis(exp_scores)
+    if sees_a_key is not None:
+        inv_row_sums *= sees_a_key   # a query that may see no key: weights 0
+    keep, row_scale, kept = None, inv_row_sums, exp_scores
+    if training and dropout_p > 0.0:
+        keep, keep_scale = random_keep_mask(rng, exp_scores.shape, dropout_p)
+        kept = exp_scores * keep
+        row_scale = inv_row_sums * keep_scale
+    out = kept @ v
+    out *= row_scale
+    return out, (q_scaled, k, v, exp_scores, inv_row_sums, kept, keep, row_scale, out, scale)
+
+
+def _needs_max_shift(q_scaled, k, sees_a_key):
+    """For each (Tq, Tk) matrix of scores, whether the softmax must subtract the row
+    maxima before exp(): a boolean array (..., 1, 1).
+
+    Not when no score can be larger in size than :data:`SAFE_SCORE`. By Cauchy-Schwarz,
+    |q_i . k_j| <= |q_i| |k_j| <= max_i |q_i| * max_j |k_j|: the norms of two (T, d_k)
+    arrays bound every score of the (Tq, Tk) matrix. The softmax is the same with or
+    without the shift (it cancels in the ratio); only exp()'s range needs it. A query that
+    may see no key has only masked scores, whose exp() is 0 without the shift; its matrix
+    keeps the shift, so that row sums are never 0. The decision is per matrix, so that
+    a batch cut into slices gives the numbers of one call.
+    """
+    q_squared = _sum_over_last_axis(q_scaled * q_scaled).max(axis=-2, keepdims=True)
+    k_squared = _sum_over_last_axis(k * k).max(axis=-2, keepdims=True)
+    needed = q_squared * k_squared > SAFE_SCORE ** 2
+    if sees_a_key is not None:
+        needed = needed | ~sees_a_key.all(axis=-2, keepdims=True)
+    return needed
+
+
+def attention_weights(cache):
+    """The attention weights softmax(scores), (..., Tq, Tk), of an :func:`attention_forward` cache."""
+    exp_scores, inv_row_sums = cache[3], cache[4]
+    return exp_scores * inv_row_sums
 
 
 def attention_backward(dout, cache):
-    """Gradients of out = A V with A = softmax(S), S = Q K^T * s, s = 1/sqrt(d_k).
+    """Gradients of out = A' V, A' = dropout(A), A = softmax(S), S = s Q K^T, s = 1/sqrt(d_k).
 
-    Walking back through the forward, bottom to top:
+    Walking back through the forward, bottom to top (``m`` is dropout's keep / P(keep)):
 
-    * out = A' V (A' = A after dropout):  dA' = dout V^T,  dV = A'^T dout
-    * dropout:                            dA = dA' * m
-    * softmax, row by row:                dS = A * (dA - sum_j dA_j A_j)
-    * S = s Q K^T:                        dQ = s dS K,  dK = s dS^T Q = dS^T (s Q)
+    * out = A' V:             dA' = dout V^T,  dV = A'^T dout
+    * dropout:                dA = dA' * m
+    * softmax, row by row:    dS = A * (dA - D),  D_i = sum_j dA_ij A_ij
+    * S = s Q K^T:            dQ = s dS K,  dK = s dS^T Q = dS^T (s Q)
 
-    Masked entries have A = 0, so dS = 0 there: no gradient flows to masked keys.
+    As in the forward pass, the code keeps the row factors on the (Tq, d_v) side:
+
+    * D_i = sum_j dA'_ij A'_ij = sum_c dout_ic out_ic, since A' V = out: a sum over d_v
+      numbers per query instead of Tk;
+    * with A = E / r and A' = (E * keep) / (r P(keep)), ``dS = E * ((g V^T) * keep - D / r)``,
+      where g = dout / (r P(keep)) is dout with each row scaled.
+
+    Masked entries have E = 0, so dS = 0 there: no gradient flows to masked keys.
     Returns ``(dq, dk, dv)``.
     """
-    q_scaled, k, v, weights, dropped, drop_mask, scale = cache
+    q_scaled, k, v, exp_scores, inv_row_sums, kept, keep, row_scale, out, scale = cache
     xp = get_array_module(dout)
-    dv = xp.swapaxes(dropped, -1, -2) @ dout
-    dweights = dropout_backward(dout @ xp.swapaxes(v, -1, -2), drop_mask)
-    dscores = softmax_backward(dweights, (weights, -1))
+    dout_scaled = dout * row_scale                                  # g
+    dv = xp.swapaxes(kept, -1, -2) @ dout_scaled
+    dscores = dout_scaled @ xp.swapaxes(v, -1, -2)                  # g V^T
+    if keep is not None:
+        dscores *= keep
+    dscores -= inv_row_sums * _sum_over_last_axis(dout * out)      # D / r
+    dscores *= exp_scores
     dq = dscores @ k
     dq *= scale
     dk = xp.swapaxes(dscores, -1, -2) @ q_scaled
@@ -396,7 +489,7 @@ def batched_attention_backward(dout, cache):
 def batched_attention_weights(cache):
     """The (B, H, Tq, Tk) attention weights kept in a :func:`batched_attention_forward` cache."""
     slices, caches = cache
-    weights = [c[3] for c in caches]
+    weights = [attention_weights(c) for c in caches]
     return weights[0] if len(weights) == 1 else np.concatenate(weights, axis=0)
 
 

@@ -52,3 +52,17 @@ def test_seeded_generators_repeat(backend_name):
     b = backend.default_rng(3, backend_name).random(5)
     np.testing.assert_array_equal(backend.to_numpy(a), backend.to_numpy(b))
     assert backend.rng_backend_name(backend.default_rng(3, backend_name)) == backend_name
+
+
+def test_random_bits_are_those_of_integers_and_uniform():
+    # four 16-bit numbers from each 64-bit output, in the order integers() takes them
+    shape = (3, 4, 5)
+    expected = np.random.default_rng(11).integers(0, 65536, size=shape, dtype=np.uint16)
+    bits = backend.random_uint16(np.random.default_rng(11), shape)
+    assert bits.shape == shape and bits.dtype == np.uint16
+    np.testing.assert_array_equal(bits, expected)
+    # a size that is not a multiple of 4, and a keep mask's probability
+    keep, scale = backend.random_keep_mask(np.random.default_rng(12), (1001, 199), 0.1)
+    assert keep.shape == (1001, 199)
+    assert abs(keep.mean() - 0.9) < 0.003
+    assert scale == 65536.0 / (65536 - 6554)

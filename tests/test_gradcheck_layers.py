@@ -142,6 +142,33 @@ def test_attention_function_with_dropout_on_weights(backend_name, xp, rng):
     check_function(forward, F.attention_backward, inputs).assert_ok(TOL)
 
 
+def _straightforward_attention(q, k, v, mask):
+    """softmax(q k^T / sqrt(d) + mask) v with softmax_forward: the reference."""
+    scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    scores = np.where(mask, scores, F.MASK_VALUE)
+    weights, _ = F.softmax_forward(scores)
+    return weights @ v
+
+
+@pytest.mark.parametrize("size", [1.0, 30.0])
+def test_attention_skips_the_max_only_where_scores_are_small(rng, size):
+    """Scores bounded by SAFE_SCORE skip the softmax's max-subtraction; large ones keep it
+    (without it, exp() of scores in the hundreds overflows to inf and the output is NaN).
+    Matrix 0 of the batch gets large queries at size 30, so one call takes both paths."""
+    q, k, v = (rng.standard_normal((3, 2, 5, 4)) for _ in range(3))
+    q[0] *= size
+    mask = np.ones((3, 1, 5, 5), dtype=bool)
+    mask[2, ..., 3:] = False
+    shift = F._needs_max_shift(q / 2.0, k, mask.any(axis=-1, keepdims=True))
+    assert shift.shape == (3, 2, 1, 1)
+    assert bool(shift[0].all()) == (size > 1.0) and not bool(shift[1:].any())
+    out, _ = F.attention_forward(q, k, v, mask)
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, _straightforward_attention(q, k, v, mask), rtol=1e-12, atol=1e-12)
+    check_function(lambda q, k, v: F.attention_forward(q, k, v, mask), F.attention_backward,
+                   {"q": q, "k": k, "v": v}).assert_ok(TOL)
+
+
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
 def test_feed_forward(backend_name, xp, rng, activation):
     layer = nn.FeedForward(6, 10, activation=activation, rng=rng, dtype=F64, backend=backend_name)
@@ -177,7 +204,7 @@ def test_cross_entropy_ignores_padding(rng):
 def test_checker_catches_a_wrong_derivative(rng):
     """A gradient check that cannot fail proves nothing: feed it a classic mistake."""
     def wrong_softmax_backward(dp, cache):
-        p, axis = cache
+        p = cache
         return dp * p * (1 - p)  # the diagonal of the Jacobian only
 
     report = check_function(F.softmax_forward, wrong_softmax_backward, {"x": rng.standard_normal((3, 5))})
