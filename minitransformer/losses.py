@@ -77,7 +77,6 @@ class CrossEntropyLoss(Module):
         self._cache = None
 
     def forward(self, logits, targets):
-        xp = get_array_module(logits)
         if logits.ndim < 1 or not np.issubdtype(logits.dtype, np.floating):
             raise ValueError(f"logits must be a float array of shape (..., n_classes), got "
                              f"dtype {logits.dtype} and shape {tuple(logits.shape)}")
