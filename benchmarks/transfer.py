@@ -20,8 +20,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from minitransformer.checkpoint import load_model
 from minitransformer.codon.data import generate_pairs, load_example_genes
 from minitransformer.codon.finetune import finetune_codon_model
