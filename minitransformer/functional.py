@@ -338,7 +338,9 @@ def attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, training=True
     sees_a_key = None if mask is None else mask.any(axis=-1, keepdims=True)
     # the softmax, with its division by the row sums left for later
     shift = _needs_max_shift(q_scaled, k, sees_a_key)
-    if bool(shift.any()):   # (subtracting 0 from the scores of the other matrices changes nothing)
+    if shift is True:
+        scores -= scores.max(axis=-1, keepdims=True)
+    elif bool(shift.any()):   # (subtracting 0 from the other matrices' scores changes nothing)
         scores -= scores.max(axis=-1, keepdims=True) * shift
     exp_scores = xp.exp(scores, out=scores)
     inv_row_sums = 1.0 / _sum_over_last_axis(exp_scores)
@@ -356,7 +358,7 @@ def attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, training=True
 
 def _needs_max_shift(q_scaled, k, sees_a_key):
     """For each (Tq, Tk) matrix of scores, whether the softmax must subtract the row
-    maxima before exp(): a boolean array (..., 1, 1).
+    maxima before exp(): a boolean array (..., 1, 1), or True for all of them.
 
     Not when no score can be larger in size than :data:`SAFE_SCORE`. By Cauchy-Schwarz,
     |q_i . k_j| <= |q_i| |k_j| <= max_i |q_i| * max_j |k_j|: the norms of two (T, d_k)
@@ -365,7 +367,12 @@ def _needs_max_shift(q_scaled, k, sees_a_key):
     may see no key has only masked scores, whose exp() is 0 without the shift; its matrix
     keeps the shift, so that row sums are never 0. The decision is per matrix, so that
     a batch cut into slices gives the numbers of one call.
+
+    The bound reads every key's d_k numbers, which costs more than the max it saves when
+    there are fewer queries than that (decoding, one query at a time): then the max stays.
     """
+    if q_scaled.shape[-2] <= q_scaled.shape[-1]:
+        return True
     q_squared = _sum_over_last_axis(q_scaled * q_scaled).max(axis=-2, keepdims=True)
     k_squared = _sum_over_last_axis(k * k).max(axis=-2, keepdims=True)
     needed = q_squared * k_squared > SAFE_SCORE ** 2

@@ -162,6 +162,9 @@ def test_attention_skips_the_max_only_where_scores_are_small(rng, size):
     shift = F._needs_max_shift(q / 2.0, k, mask.any(axis=-1, keepdims=True))
     assert shift.shape == (3, 2, 1, 1)
     assert bool(shift[0].all()) == (size > 1.0) and not bool(shift[1:].any())
+    # with no more queries than features (decoding: one query), the bound would cost more
+    # than the max it saves, and the max is always taken
+    assert F._needs_max_shift(q[..., :4, :] / 2.0, k, None) is True
     out, _ = F.attention_forward(q, k, v, mask)
     assert np.isfinite(out).all()
     np.testing.assert_allclose(out, _straightforward_attention(q, k, v, mask), rtol=1e-12, atol=1e-12)
