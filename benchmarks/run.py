@@ -57,7 +57,7 @@ def run_train(device, torch_device, settings, matmul) -> dict:
         log(f"training step, {cfg.name} config ({cfg.description})")
         results[key] = measure_training(cfg, device, steps=settings["steps"], warmup=settings["warmup"],
                                         block=settings["block"], torch_device=torch_device,
-                                        matmul_gflops=matmul["gflops"])
+                                        matmul_probe=lambda: matmul_rate(device, repeats=3)["gflops"])
     cfg = STEP_CONFIGS["benchmark"]()
     rows, d, f = cfg.batch_size * cfg.src_len, cfg.model.d_model, cfg.model.d_ff
     results["layer_matmuls"] = layer_matmul_rates(device, rows, d, f)
@@ -83,9 +83,12 @@ def print_train(results, settings, matmul) -> None:
         f"{settings['warmup']} warm-up, in alternating blocks of {settings['block']})",
         ["config", "batch BxS->T", "ms/step", "ms p25-p75", "target tok/s", "GFLOP/step", "GFLOP/s",
          "of matmul", "ours/torch"], rows,
-        note=f"'of matmul': achieved GFLOP/s over the large-matmul rate of this run ({fmt(matmul['gflops'])} "
-             f"GFLOP/s). 'ours/torch' > 1: ours is slower. Shards: the batch cut in this many parts, "
-             f"run at once on one core each (minitransformer.parallel; small batches run whole).")
+        note="'of matmul': achieved GFLOP/s over the large-matmul rate measured after every block of "
+             "steps (median: " + ", ".join(f"{results[k]['config']} {fmt(results[k]['matmul_gflops'])}"
+                                              for k in STEP_CONFIGS)
+             + f" GFLOP/s; {fmt(matmul['gflops'])} at the start of the run). 'ours/torch' > 1: ours is "
+               f"slower. Shards: the batch cut in this many parts, run at once on one core each "
+               f"(minitransformer.parallel; small batches run whole).")
     print_table("The three products of one encoder feed-forward linear (benchmark config), alone",
                 ["product", "shape", "GFLOP/s"], [[m["product"], m["shape"], m["gflops"]]
                                                   for m in results["layer_matmuls"]],

@@ -19,6 +19,7 @@ alike instead of favouring whichever ran in the quiet minute.
 """
 from __future__ import annotations
 
+import statistics
 import time
 
 import numpy as np
@@ -101,9 +102,15 @@ class TorchStep:
 
 
 def measure_training(cfg: StepConfig, device: Device, *, steps: int = 20, warmup: int = 3, block: int = 5,
-                     torch_device=None, matmul_gflops: float | None = None, seed: int = 0) -> dict:
+                     torch_device=None, matmul_probe=None, seed: int = 0) -> dict:
     """Time ``steps`` training steps (after ``warmup``) of ours and, if ``torch_device`` is
-    given, of PyTorch, in alternating blocks of ``block`` steps. Returns a dict of results."""
+    given, of PyTorch, in alternating blocks of ``block`` steps. Returns a dict of results.
+
+    ``matmul_probe()``, if given, measures the large-matmul rate (GFLOP/s) after every
+    block; the fraction of it that the step reaches uses the median of those measurements.
+    On a shared virtual machine the speed of the whole machine drifts by 10-20% over a
+    minute; a rate measured between the blocks drifts with the steps, where one measured
+    once at the start of the run would not."""
     ours = OurStep(cfg, device, seed)
     theirs = TorchStep(ours, torch_device) if torch_device is not None else None
     first_loss = {"ours": ours.step(), "torch": theirs.step() if theirs else None}
@@ -113,18 +120,23 @@ def measure_training(cfg: StepConfig, device: Device, *, steps: int = 20, warmup
             theirs.step()
 
     times = {"ours": [], "torch": []}
+    matmul_rates = []
     while len(times["ours"]) < steps:
         n = min(block, steps - len(times["ours"]))
         times["ours"] += [ours.timed_step() for _ in range(n)]
         if theirs:
             times["torch"] += [theirs.timed_step() for _ in range(n)]
+        if matmul_probe is not None:
+            matmul_rates.append(matmul_probe())
+    matmul_gflops = statistics.median(matmul_rates) if matmul_rates else None
 
     flops = training_step_flops(cfg.model, cfg.batch_size, cfg.src_len, cfg.tgt_len)
     result = {"config": cfg.name, "description": cfg.description, "shape": cfg.shape,
               "batch_size": cfg.batch_size, "src_len": cfg.src_len, "tgt_len": cfg.tgt_len,
               "target_tokens": ours.n_target_tokens, "parameters": ours.model.num_parameters(),
               "warmup_steps": warmup, "block": block, "flops": flops, "first_loss": first_loss,
-              "shards": ours.parallel.last_shards}
+              "shards": ours.parallel.last_shards, "matmul_gflops_between_blocks": matmul_rates,
+              "matmul_gflops": matmul_gflops}
     for who in ("ours", "torch"):
         if not times[who]:
             result[who] = None
