@@ -272,30 +272,39 @@ def softmax_backward(dp, cache):
 # --------------------------------------------------------------------------------------
 # Dropout
 # --------------------------------------------------------------------------------------
-def dropout_forward(x, p, rng, training=True):
+def dropout_forward(x, p, rng, training=True, rescale=True):
     """Inverted dropout: y = x * m, m = 1/(1-p) with probability 1-p, else 0.
 
     Scaling the kept units at training time keeps E[y] = x, so evaluation is the
     identity. ``rng`` is a seeded generator of x's backend: the same seed gives the same
     masks. The mask is kept as booleans ``keep`` and a number ``scale``, one over the
-    probability of keeping a unit (1/(1-p) to within 1e-5), so m = keep * scale (a quarter of the memory of a float mask; see
-    :func:`~minitransformer.backend.random_keep_mask` for how ``keep`` is drawn).
+    probability of keeping a unit (1/(1-p) to within 1e-5), so m = keep * scale (a quarter
+    of the memory of a float mask; see :func:`~minitransformer.backend.random_keep_mask`
+    for how ``keep`` is drawn).
+
+    With ``rescale=False`` the output is ``x * keep`` and the caller applies ``scale``
+    where it is cheaper: a linear layer that follows can take it in its weight,
+    (x * keep * scale) @ W = (x * keep) @ (scale * W) (:class:`~minitransformer.nn.FeedForward`
+    does). The cache is ``(keep, scale, rescale)``, or None when dropout is off.
     """
     if not training or p == 0.0:
         return x, None
     keep, scale = random_keep_mask(rng, x.shape, p)
     y = x * keep
-    y *= scale
-    return y, (keep, scale)
+    if rescale:
+        y *= scale
+    return y, (keep, scale, rescale)
 
 
 def dropout_backward(dy, cache):
-    """dx = dy * m: the same units are dropped and scaled on the way back."""
+    """dx = dy * m: the same units are dropped and scaled on the way back (not scaled, if
+    the forward pass left the scale to the caller)."""
     if cache is None:
         return dy
-    keep, scale = cache
+    keep, scale, rescale = cache
     dx = dy * keep
-    dx *= scale
+    if rescale:
+        dx *= scale
     return dx
 
 

@@ -83,14 +83,21 @@ class Linear(Module):
         self.bias = _param(np.zeros(out_features), dtype, backend) if bias else None
         self._cache = None
 
-    def forward(self, x):
+    def forward(self, x, weight_scale=1.0):
+        """y = x W + b; with ``weight_scale`` s, y = x (s W) + b for this pass (a factor
+        of the input moved into the weight, as :class:`FeedForward` does with dropout's)."""
         _check_float_input("Linear", x, self.in_features, self.weight.dtype)
-        y, self._cache = F.linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)
+        w = self.weight.data if weight_scale == 1.0 else self.weight.data * weight_scale
+        y, cache = F.linear_forward(x, w, None if self.bias is None else self.bias.data)
+        self._cache = (cache, weight_scale)
         return y
 
     def backward(self, dy):
-        dx, dw, db = F.linear_backward(dy, self._cache)
+        cache, weight_scale = self._cache
+        dx, dw, db = F.linear_backward(dy, cache)   # dx = dy (s W)^T already
         self._cache = None  # the forward's arrays are not needed any more: free them
+        if weight_scale != 1.0:
+            dw *= weight_scale   # y = x (s W): dL/dW = s x^T dy
         self.weight.grad += dw
         if self.bias is not None:
             self.bias.grad += db
@@ -278,9 +285,17 @@ class Dropout(Module):
                 memo[key] = _backend.default_rng(seed, backend_name)
             self.rng = memo[key]
 
-    def forward(self, x):
-        y, self._cache = F.dropout_forward(x, self.p, self.rng, self.training)
+    def forward(self, x, rescale=True):
+        """x with units dropped; with ``rescale=False`` the kept ones are not scaled, and
+        :attr:`scale` is the factor the caller owes them."""
+        y, self._cache = F.dropout_forward(x, self.p, self.rng, self.training, rescale)
         return y
+
+    @property
+    def scale(self):
+        """1 / P(keep) of the last forward pass, until its backward pass (1.0 when it dropped
+        nothing)."""
+        return 1.0 if self._cache is None else self._cache[1]
 
     def backward(self, dy):
         dx, self._cache = F.dropout_backward(dy, self._cache), None
@@ -417,8 +432,11 @@ class FeedForward(Module):
     def forward(self, x):
         h = self.linear1.forward(x)
         h = self.activation.forward(h)
-        h = self.dropout.forward(h)
-        return self.linear2.forward(h)
+        # dropout's scale 1/P(keep) goes into W2: (h * keep * s) @ W2 = (h * keep) @ (s W2),
+        # d_ff x d_model numbers instead of the (rows, d_ff) activations, the largest array
+        # of the layer (one walk through it fewer each way)
+        h = self.dropout.forward(h, rescale=False)
+        return self.linear2.forward(h, weight_scale=self.dropout.scale)
 
     def backward(self, dy):
         dh = self.linear2.backward(dy)

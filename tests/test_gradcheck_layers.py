@@ -172,6 +172,44 @@ def test_attention_skips_the_max_only_where_scores_are_small(rng, size):
                    {"q": q, "k": k, "v": v}).assert_ok(TOL)
 
 
+class _FeedForwardWithFixedMasks(nn.FeedForward):
+    """The same dropout masks at every forward pass, so finite differences see one function."""
+
+    def forward(self, x):
+        self.dropout.rng = np.random.default_rng(5)
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_feed_forward_with_dropout_folded_into_the_second_weight(rng, activation):
+    """Dropout's 1/P(keep) is applied to W2 instead of the hidden units: the output and
+    every gradient are those of the straightforward Linear, activation, Dropout, Linear."""
+    layer = _FeedForwardWithFixedMasks(6, 10, activation=activation, dropout=0.4, rng=rng, dtype=F64)
+    x = rng.standard_normal((2, 3, 6))
+    dy = rng.standard_normal((2, 3, 6))
+    out = layer.forward(x)
+    assert layer.dropout.scale == 65536.0 / (65536 - round(0.4 * 65536))
+    layer.zero_grad()
+    dx = layer.backward(dy)
+
+    # the same layer, step by step, with dropout scaling the hidden units itself
+    h, c1 = F.linear_forward(x, layer.linear1.weight.data, layer.linear1.bias.data)
+    a, ca = {"relu": F.relu_forward, "gelu": F.gelu_forward}[activation](h)
+    d, cd = F.dropout_forward(a, 0.4, np.random.default_rng(5))
+    expected, c2 = F.linear_forward(d, layer.linear2.weight.data, layer.linear2.bias.data)
+    dd, dw2, db2 = F.linear_backward(dy, c2)
+    da = F.dropout_backward(dd, cd)
+    dh = {"relu": F.relu_backward, "gelu": F.gelu_backward}[activation](da, ca)
+    expected_dx, dw1, db1 = F.linear_backward(dh, c1)
+
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    for got, want in [(dx, expected_dx), (layer.linear2.weight.grad, dw2), (layer.linear2.bias.grad, db2),
+                      (layer.linear1.weight.grad, dw1), (layer.linear1.bias.grad, db1)]:
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert not np.allclose(out, layer.eval().forward(x))   # the masks did drop units
+    check_module(layer.train(), x).assert_ok(TOL)
+
+
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
 def test_feed_forward(backend_name, xp, rng, activation):
     layer = nn.FeedForward(6, 10, activation=activation, rng=rng, dtype=F64, backend=backend_name)
