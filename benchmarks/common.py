@@ -301,6 +301,11 @@ def summarize(seconds: list[float]) -> dict:
     return {"n": len(ms), "median_ms": statistics.median(ms), "min_ms": ms[0], "p25_ms": q[0], "p75_ms": q[2]}
 
 
+def percent(fraction) -> str | None:
+    """A fraction as a percentage with one decimal ('47.6%'), or None."""
+    return None if fraction is None else f"{100 * fraction:.1f}%"
+
+
 def fmt(value, digits: int = 3) -> str:
     """A number with about ``digits`` significant digits (thousands separated), or '-'."""
     if value is None:

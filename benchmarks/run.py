@@ -24,7 +24,7 @@ import time
 
 from minitransformer.backend import BackendUnavailableError
 
-from .common import (STEP_CONFIGS, Device, fmt, layer_matmul_rates, machine_info, matmul_rate, print_table,
+from .common import (STEP_CONFIGS, Device, fmt, percent, layer_matmul_rates, machine_info, matmul_rate, print_table,
                      small_matmul_latency, torch_device_for, torch_matmul_rate)
 
 PARTS = ("train", "decode", "memory", "codon")
@@ -57,7 +57,7 @@ def run_train(device, torch_device, settings, matmul) -> dict:
         log(f"training step, {cfg.name} config ({cfg.description})")
         results[key] = measure_training(cfg, device, steps=settings["steps"], warmup=settings["warmup"],
                                         block=settings["block"], torch_device=torch_device,
-                                        matmul_probe=lambda: matmul_rate(device, repeats=3)["gflops"])
+                                        matmul_probe=lambda: matmul_rate(device, repeats=1)["gflops"])
     cfg = STEP_CONFIGS["benchmark"]()
     rows, d, f = cfg.batch_size * cfg.src_len, cfg.model.d_model, cfg.model.d_ff
     results["layer_matmuls"] = layer_matmul_rates(device, rows, d, f)
@@ -76,16 +76,17 @@ def print_train(results, settings, matmul) -> None:
             who_label = f"ours, {r['shards']} shard{'s' if r['shards'] > 1 else ''}" if who == "ours" else who
             rows.append([f"{r['config']} ({who_label})", r["shape"], s["median_ms"], f"{fmt(s['p25_ms'])}-{fmt(s['p75_ms'])}",
                          s["target_tokens_per_s"], r["flops"]["step"] / 1e9, s["gflops_per_s"],
-                         f"{100 * s['fraction_of_matmul']:.1f}%" if s["fraction_of_matmul"] else None,
+                         percent(s["fraction_of_matmul_paired"]), percent(s["fraction_of_matmul"]),
                          r["ours_over_torch"] if who == "ours" else None])
     print_table(
         f"Training step: forward + backward + Adam, float32 (median of {settings['steps']} steps after "
         f"{settings['warmup']} warm-up, in alternating blocks of {settings['block']})",
         ["config", "batch BxS->T", "ms/step", "ms p25-p75", "target tok/s", "GFLOP/step", "GFLOP/s",
-         "of matmul", "ours/torch"], rows,
-        note="'of matmul': achieved GFLOP/s over the large-matmul rate measured after every block of "
-             "steps (median: " + ", ".join(f"{results[k]['config']} {fmt(results[k]['matmul_gflops'])}"
-                                              for k in STEP_CONFIGS)
+         "of matmul", "of median matmul", "ours/torch"], rows,
+        note="'of matmul': each step's GFLOP/s over the large-matmul rate measured just before and just after "
+             "it (their mean), median over the steps; 'of median matmul': the median step's GFLOP/s over the "
+             "median of all those rates (" + ", ".join(f"{results[k]['config']} {fmt(results[k]['matmul_gflops'])}"
+                                                      for k in STEP_CONFIGS)
              + f" GFLOP/s; {fmt(matmul['gflops'])} at the start of the run). 'ours/torch' > 1: ours is "
                f"slower. Shards: the batch cut in this many parts, run at once on one core each "
                f"(minitransformer.parallel; small batches run whole).")

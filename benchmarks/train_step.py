@@ -106,11 +106,17 @@ def measure_training(cfg: StepConfig, device: Device, *, steps: int = 20, warmup
     """Time ``steps`` training steps (after ``warmup``) of ours and, if ``torch_device`` is
     given, of PyTorch, in alternating blocks of ``block`` steps. Returns a dict of results.
 
-    ``matmul_probe()``, if given, measures the large-matmul rate (GFLOP/s) after every
-    block; the fraction of it that the step reaches uses the median of those measurements.
-    On a shared virtual machine the speed of the whole machine drifts by 10-20% over a
-    minute; a rate measured between the blocks drifts with the steps, where one measured
-    once at the start of the run would not."""
+    ``matmul_probe()``, if given, measures the large-matmul rate (GFLOP/s) before every
+    block and after every step, so that each timed step has a rate measured just before
+    it and one just after. On a shared virtual machine the speed of the whole machine
+    drifts, by 10-20% within a minute and by up to half over a few minutes (other
+    machines' work on the same host); a step divided by a rate measured at another moment
+    measures that drift as much as the step. Two fractions of the matmul rate come out:
+
+    * ``fraction_of_matmul_paired``: for every step, its GFLOP/s over the mean of the two
+      rates around it, then the median over the steps (the headline figure);
+    * ``fraction_of_matmul``: the median step's GFLOP/s over the median of all the rates.
+    """
     ours = OurStep(cfg, device, seed)
     theirs = TorchStep(ours, torch_device) if torch_device is not None else None
     first_loss = {"ours": ours.step(), "torch": theirs.step() if theirs else None}
@@ -120,23 +126,30 @@ def measure_training(cfg: StepConfig, device: Device, *, steps: int = 20, warmup
             theirs.step()
 
     times = {"ours": [], "torch": []}
-    matmul_rates = []
+    rates_around = {"ours": [], "torch": []}   # (rate just before, rate just after) each step
+
+    def timed_block(who, stepper, n):
+        before = matmul_probe() if matmul_probe is not None else None
+        for _ in range(n):
+            times[who].append(stepper.timed_step())
+            after = matmul_probe() if matmul_probe is not None else None
+            rates_around[who].append((before, after))
+            before = after
+
     while len(times["ours"]) < steps:
         n = min(block, steps - len(times["ours"]))
-        times["ours"] += [ours.timed_step() for _ in range(n)]
+        timed_block("ours", ours, n)
         if theirs:
-            times["torch"] += [theirs.timed_step() for _ in range(n)]
-        if matmul_probe is not None:
-            matmul_rates.append(matmul_probe())
-    matmul_gflops = statistics.median(matmul_rates) if matmul_rates else None
+            timed_block("torch", theirs, n)
+    all_rates = sorted({r for pairs in rates_around.values() for pair in pairs for r in pair if r is not None})
+    matmul_gflops = statistics.median(all_rates) if all_rates else None
 
     flops = training_step_flops(cfg.model, cfg.batch_size, cfg.src_len, cfg.tgt_len)
     result = {"config": cfg.name, "description": cfg.description, "shape": cfg.shape,
               "batch_size": cfg.batch_size, "src_len": cfg.src_len, "tgt_len": cfg.tgt_len,
               "target_tokens": ours.n_target_tokens, "parameters": ours.model.num_parameters(),
               "warmup_steps": warmup, "block": block, "flops": flops, "first_loss": first_loss,
-              "shards": ours.parallel.last_shards, "matmul_gflops_between_blocks": matmul_rates,
-              "matmul_gflops": matmul_gflops}
+              "shards": ours.parallel.last_shards, "matmul_gflops": matmul_gflops}
     for who in ("ours", "torch"):
         if not times[who]:
             result[who] = None
@@ -146,11 +159,22 @@ def measure_training(cfg: StepConfig, device: Device, *, steps: int = 20, warmup
         s["target_tokens_per_s"] = ours.n_target_tokens / median_s
         s["gflops_per_s"] = flops["step"] / median_s / 1e9
         s["fraction_of_matmul"] = s["gflops_per_s"] / matmul_gflops if matmul_gflops else None
+        s["fraction_of_matmul_paired"] = (paired_fraction(flops["step"], times[who], rates_around[who])
+                                          if matmul_gflops else None)
         s["times_ms"] = [1000.0 * t for t in times[who]]
+        s["matmul_gflops_around"] = [list(pair) for pair in rates_around[who]] if matmul_gflops else None
         result[who] = s
     result["ours_over_torch"] = (result["ours"]["median_ms"] / result["torch"]["median_ms"]
                                  if result["torch"] else None)
     return result
+
+
+def paired_fraction(step_flops: float, seconds: list[float], rates_around: list[tuple[float, float]]) -> float:
+    """Median over the steps of (the step's GFLOP/s) / (the mean of the large-matmul rates
+    measured just before and just after it): how close each step came to what the machine
+    could do at that moment."""
+    return statistics.median(step_flops / t / 1e9 / ((before + after) / 2.0)
+                             for t, (before, after) in zip(seconds, rates_around))
 
 
 def check_same_logits(cfg: StepConfig) -> float:
