@@ -428,7 +428,7 @@ class FeedForward(Module):
         self.activation = ACTIVATIONS[activation]()
         self.dropout = Dropout(dropout, dropout_rng)
         self.linear2 = Linear(d_ff, d_model, rng=rng, dtype=dtype, backend=backend)
-        self._relu_dropout_output = None
+        self._cache = None   # with ReLU: d = dropout(relu(h)), all its backward pass needs
 
     def forward(self, x):
         h = self.linear1.forward(x)
@@ -455,13 +455,13 @@ class FeedForward(Module):
         xp = _backend.get_array_module(h)
         xp.maximum(h, 0, out=h)
         d, cache = F.dropout_forward(h, self.dropout.p, self.dropout.rng, self.training, rescale=False)
-        self._relu_dropout_output = d
+        self._cache = d
         return self.linear2.forward(d, weight_scale=1.0 if cache is None else cache[1])
 
     def backward(self, dy):
         dh = self.linear2.backward(dy)
-        if self._relu_dropout_output is not None:
-            dh, self._relu_dropout_output = F.relu_backward(dh, self._relu_dropout_output), None
+        if self._cache is not None:   # ReLU and dropout in one step: dd where d > 0
+            dh, self._cache = F.relu_backward(dh, self._cache), None
         else:
             dh = self.dropout.backward(dh)
             dh = self.activation.backward(dh)
