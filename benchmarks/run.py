@@ -24,8 +24,8 @@ import time
 
 from minitransformer.backend import BackendUnavailableError
 
-from .common import (STEP_CONFIGS, Device, fmt, percent, layer_matmul_rates, machine_info, matmul_rate, print_table,
-                     small_matmul_latency, torch_device_for, torch_matmul_rate)
+from .common import (STEP_CONFIGS, Device, fmt, layer_matmul_rates, machine_info, matmul_rate, percent,
+                     print_table, small_matmul_latency, torch_device_for, torch_matmul_rate)
 
 PARTS = ("train", "decode", "memory", "codon")
 

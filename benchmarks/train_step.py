@@ -127,12 +127,19 @@ def measure_training(cfg: StepConfig, device: Device, *, steps: int = 20, warmup
 
     times = {"ours": [], "torch": []}
     rates_around = {"ours": [], "torch": []}   # (rate just before, rate just after) each step
+    probes = []                                # every rate measured, once each
+
+    def probe():
+        if matmul_probe is None:
+            return None
+        probes.append(matmul_probe())
+        return probes[-1]
 
     def timed_block(who, stepper, n):
-        before = matmul_probe() if matmul_probe is not None else None
+        before = probe()
         for _ in range(n):
             times[who].append(stepper.timed_step())
-            after = matmul_probe() if matmul_probe is not None else None
+            after = probe()
             rates_around[who].append((before, after))
             before = after
 
@@ -141,8 +148,7 @@ def measure_training(cfg: StepConfig, device: Device, *, steps: int = 20, warmup
         timed_block("ours", ours, n)
         if theirs:
             timed_block("torch", theirs, n)
-    all_rates = sorted({r for pairs in rates_around.values() for pair in pairs for r in pair if r is not None})
-    matmul_gflops = statistics.median(all_rates) if all_rates else None
+    matmul_gflops = statistics.median(probes) if probes else None
 
     flops = training_step_flops(cfg.model, cfg.batch_size, cfg.src_len, cfg.tgt_len)
     result = {"config": cfg.name, "description": cfg.description, "shape": cfg.shape,
