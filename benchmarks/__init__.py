@@ -14,7 +14,8 @@ import os as _os
 # it is set here, before any benchmark imports NumPy; an explicit setting wins.
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "12")
 
-from minitransformer.backend import keep_freed_memory as _keep_freed_memory  # noqa: E402
+from minitransformer import cpu as _cpu  # noqa: E402
 
-# Both sides of every comparison (ours and PyTorch's) run in this process with it.
-_keep_freed_memory()
+# The library's threads on every CPU and an allocator that keeps freed memory, as the command
+# line trains; both sides of every comparison (ours and PyTorch's) run in this process with it.
+_cpu.tune_for_training()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 
-from minitransformer.backend import blas_threads
+from minitransformer.cpu import blas_threads
 from minitransformer.codon.data import generate_pairs
 from minitransformer.codon.train import CodonRecipe, evaluate_on_pairs, train_codon_model
 

@@ -33,7 +33,8 @@ from collections import defaultdict
 
 from minitransformer import functional as F
 from minitransformer import losses as L
-from minitransformer.backend import THREADS_ENV_VAR, BackendUnavailableError
+from minitransformer.backend import BackendUnavailableError
+from minitransformer.cpu import THREADS_ENV_VAR
 
 from .common import STEP_CONFIGS, Device, print_table
 from .train_step import OurStep

@@ -13,19 +13,15 @@ where the two libraries really differ live here and nowhere else:
   variable), with a clear message when CuPy or a GPU is missing;
 * moving arrays to host memory (:func:`to_numpy`) and onto a backend (:func:`asarray`);
 * scatter-add, the operation the embedding's backward pass needs (:func:`scatter_add_rows`);
-* random number generators (:func:`default_rng`) and dropout masks (:func:`random_keep_mask`);
-* running independent pieces of work on all CPU cores (:func:`run_in_parallel`), how many
-  threads the BLAS may use meanwhile (:func:`blas_threads`), and keeping freed memory for
-  reuse (:func:`keep_freed_memory`).
+* random number generators (:func:`default_rng`) and dropout masks (:func:`random_keep_mask`).
+
+Nothing here tunes the CPU: threads, the BLAS's thread count and the memory allocator live
+in :mod:`minitransformer.cpu`, which only the command line and the benchmarks switch on.
 """
 from __future__ import annotations
 
-import ctypes
 import math
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -224,171 +220,3 @@ def random_uniform(rng, shape, dtype):
 def dtype_name(dtype) -> str:
     """'float32' or 'float64' for any dtype-like value."""
     return np.dtype(dtype).name
-
-
-# --------------------------------------------------------------------------------------
-# Using every CPU core
-# --------------------------------------------------------------------------------------
-#: Threads for :func:`run_in_parallel`; by default the BLAS setting or the usable cores.
-THREADS_ENV_VAR = "MINITRANSFORMER_THREADS"
-_POOL = {"threads": None, "executor": None}
-
-
-def cpu_threads() -> int:
-    """How many threads element-wise work may use: ``MINITRANSFORMER_THREADS`` (which the
-    command line's ``--threads`` sets), else the BLAS thread setting (``OPENBLAS_NUM_THREADS``,
-    ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``), else the CPUs this process may use."""
-    for variable in (THREADS_ENV_VAR, "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        value = os.environ.get(variable, "").strip()
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
-
-
-def parallel_threads() -> int:
-    """How many threads :func:`run_in_parallel` would use if called here: :func:`cpu_threads`,
-    or 1 inside one of its own threads (work there is already one share of the cores)."""
-    return 1 if getattr(_WORKER, "busy", False) else cpu_threads()
-
-
-def run_in_parallel(function, n_items: int) -> list:
-    """``[function(i) for i in range(n_items)]``, spread over :func:`cpu_threads` threads.
-
-    Why threads help at all in Python: NumPy releases the interpreter lock inside its
-    loops and matrix products, so two threads each running NumPy on their own slice of
-    the data really do run on two cores. NumPy's element-wise operations (exp, max,
-    +, *) use one core each; BLAS products use several, but the many small products of
-    attention use one. The results come back in order; an exception in any item is
-    raised here.
-
-    While the items run, BLAS products use one thread each (:func:`blas_threads`): every
-    item already has a core, and products that each spread over all cores would queue for
-    them (measured: the attention of a 250-sequence batch of 300 tokens, in slices on 2
-    threads, took 3.0 s with a two-thread BLAS and 0.28 s with a one-thread BLAS).
-
-    Called from inside one of its own threads (a shard of a data-parallel step that
-    reaches the batched attention, say), it runs the items one after the other: the
-    cores are already busy, and a thread waiting for its own pool could wait forever.
-    """
-    threads = parallel_threads()
-    if threads <= 1 or n_items <= 1:
-        return [function(i) for i in range(n_items)]
-    if _POOL["threads"] != threads:
-        if _POOL["executor"] is not None:
-            _POOL["executor"].shutdown(wait=True)
-        _POOL["threads"], _POOL["executor"] = threads, ThreadPoolExecutor(threads, "minitransformer")
-
-    def as_worker(i):
-        _WORKER.busy = True
-        try:
-            return function(i)
-        finally:
-            _WORKER.busy = False
-
-    with blas_threads(1):
-        return list(_POOL["executor"].map(as_worker, range(n_items)))
-
-
-_WORKER = threading.local()
-
-
-# --------------------------------------------------------------------------------------
-# How many threads the BLAS uses
-# --------------------------------------------------------------------------------------
-_OPENBLAS = {"searched": False, "control": None}
-
-
-def _openblas_thread_control():
-    """``(set_num_threads, get_num_threads)`` of the OpenBLAS that NumPy loaded, or None.
-
-    NumPy has no call for this, so the functions are looked up in the shared libraries
-    this process has mapped (``/proc/self/maps``, Linux only), under the names OpenBLAS
-    builds export (NumPy's wheels prefix them ``scipy_``). Elsewhere, or with another
-    BLAS (MKL, Accelerate), the answer is None and nothing is changed.
-    """
-    if _OPENBLAS["searched"]:
-        return _OPENBLAS["control"]
-    _OPENBLAS["searched"] = True
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line})
-    except OSError:
-        return None
-    names = ("scipy_openblas_{}_num_threads64_", "scipy_openblas_{}_num_threads",
-             "openblas_{}_num_threads64_", "openblas_{}_num_threads")
-    for path in paths:
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in names:
-            setter = getattr(library, name.format("set"), None)
-            getter = getattr(library, name.format("get"), None)
-            if setter is not None and getter is not None:
-                setter.argtypes, setter.restype, getter.restype = [ctypes.c_int], None, ctypes.c_int
-                _OPENBLAS["control"] = (setter, getter)
-                return _OPENBLAS["control"]
-    return None
-
-
-def can_set_blas_threads() -> bool:
-    """True when :func:`blas_threads` can really change the BLAS's thread count here."""
-    return _openblas_thread_control() is not None
-
-
-@contextmanager
-def blas_threads(n: int):
-    """Within the ``with`` block, BLAS products use ``n`` threads (OpenBLAS only).
-
-    A data-parallel step runs one matrix product per core at once, each on its own
-    shard; if each product also spread over every core, the products would queue for the
-    same cores (measured: 2 shards on a 2-core machine, 40-60 GFLOP/s each with 2 BLAS
-    threads, 60-70 with 1). The setting is global to the process, so it is restored on
-    leaving the block. Yields True when the setting was applied, False when it could not
-    be (see :func:`can_set_blas_threads`).
-    """
-    control = _openblas_thread_control()
-    if control is None:
-        yield False
-        return
-    set_threads, get_threads = control
-    before = get_threads()
-    if before != n:
-        set_threads(n)
-    try:
-        yield True
-    finally:
-        if before != n:
-            set_threads(before)
-
-
-_ALLOCATOR = {"tuned": False}
-
-
-def keep_freed_memory() -> bool:
-    """Ask the C memory allocator to keep freed memory for reuse (glibc only; elsewhere a no-op).
-
-    A training step makes large temporaries (attention scores: megabytes each) and frees
-    them, every step. By default glibc hands blocks above 128 KB straight back to the
-    operating system, so every step maps fresh pages and takes a page fault for each
-    4 KB of them (about 25,000 per step of the benchmark configuration), in the kernel,
-    where the threads also queue for a lock. Raising the thresholds keeps those blocks in
-    the process for the next step: measured 10-15% faster steps. The cost is that the
-    process keeps its peak memory. Returns True when the setting was applied.
-    """
-    if _ALLOCATOR["tuned"]:
-        return True
-    try:
-        import ctypes.util
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3   # from glibc's malloc.h
-    ok = (mallopt(m_mmap_threshold, 32 * 2 ** 20)   # the largest glibc accepts
-          and mallopt(m_trim_threshold, 2 ** 30) and mallopt(m_top_pad, 64 * 2 ** 20))
-    _ALLOCATOR["tuned"] = bool(ok)
-    return bool(ok)

@@ -41,7 +41,7 @@ def _run_toy(args):
 
 
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-#: the same name as ``backend.THREADS_ENV_VAR`` (spelled out: importing backend loads NumPy)
+#: the same name as ``cpu.THREADS_ENV_VAR`` (spelled out: importing cpu loads NumPy)
 THREADS_ENV_VAR = "MINITRANSFORMER_THREADS"
 
 
@@ -59,7 +59,7 @@ def limit_blas_threads(argv) -> None:
 
     The library's own threads (attention slices, shards of a batch, decoding) get
     ``--threads`` or every CPU the process may use; they run their products on a
-    one-thread BLAS (``backend.run_in_parallel``). Products outside them run on one
+    one-thread BLAS (``cpu.run_in_parallel``). Products outside them run on one
     BLAS thread too: the codon model's matrices are small, a second BLAS thread saves
     little, and when anything else runs on the machine, OpenBLAS threads that wait for a
     busy core made training steps 4 to 10 times slower in our measurements. Variables
@@ -107,6 +107,8 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
+        from . import cpu   # the library's threads and allocator, as --threads asks (cpu.py)
+        cpu.tune_for_training(args.threads)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -27,7 +27,8 @@ import math
 
 import numpy as np
 
-from .backend import get_array_module, parallel_threads, random_keep_mask, run_in_parallel, scatter_add_rows
+from .backend import get_array_module, random_keep_mask, scatter_add_rows
+from .cpu import parallel_threads, run_in_parallel
 
 #: What masked attention scores are set to before the softmax: a large *finite* negative
 #: number, so exp() of it is exactly 0 next to any real score and nothing becomes NaN.
@@ -466,7 +467,7 @@ def batched_attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, train
       slice's scores fit in the processor's cache, every pass after the first reads the
       cache instead of main memory;
     * slices are independent, so they run on all cores at once
-      (:func:`~minitransformer.backend.run_in_parallel`); NumPy's element-wise operations
+      (:func:`~minitransformer.cpu.run_in_parallel`); NumPy's element-wise operations
       alone would use one core.
 
     On a GPU, or with one thread, the whole batch is one call (with one core, the slices

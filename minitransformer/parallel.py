@@ -32,6 +32,7 @@ import copy
 import numpy as np
 
 from . import backend as _backend
+from . import cpu
 
 #: A shard needs at least this many tokens (source + target positions) to be worth a
 #: thread: the codon demo's batches (8 sequences, about 1,600 tokens) ran no faster in 2
@@ -41,12 +42,12 @@ MIN_TOKENS_PER_SHARD = 2048
 
 def default_shards(model) -> int:
     """How many shards :class:`DataParallel` uses when not told: one per thread of
-    :func:`~minitransformer.backend.cpu_threads` on the CPU, when the BLAS can be set to
+    :func:`~minitransformer.cpu.threads` on the CPU, when the BLAS can be set to
     one thread meanwhile (otherwise the shards' products would compete for the cores);
     1 on a GPU, where one call already keeps the whole device busy."""
-    if model.backend_name != "numpy" or not _backend.can_set_blas_threads():
+    if model.backend_name != "numpy" or not cpu.can_set_blas_threads():
         return 1
-    return _backend.cpu_threads()
+    return cpu.threads()
 
 
 class DataParallel:
@@ -146,14 +147,14 @@ class DataParallel:
             return self.replicas[i].forward(src_ids[s], tgt_in_ids[s])
 
         # run_in_parallel gives each shard's products a one-thread BLAS: the shard has its core
-        return np.concatenate(_backend.run_in_parallel(shard, n), axis=0)
+        return np.concatenate(cpu.run_in_parallel(shard, n), axis=0)
 
     def backward(self, dlogits):
         """Each shard's backward pass, then the replicas' gradients added into the model's."""
         n = len(self._slices)
         if n == 1:
             return self.model.backward(dlogits)
-        _backend.run_in_parallel(lambda i: self.replicas[i].backward(dlogits[self._slices[i]]), n)
+        cpu.run_in_parallel(lambda i: self.replicas[i].backward(dlogits[self._slices[i]]), n)
         for p, *copies in zip(self.model.parameters(), *(r.parameters() for r in self.replicas[1:n])):
             for q in copies:
                 p.grad += q.grad

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from minitransformer import backend
+from minitransformer import backend, cpu
 
 _CUPY_REASON = backend.cupy_unavailable_reason()
 
@@ -28,3 +28,11 @@ def xp(backend_name):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def library_threads_as_by_default():
+    """A command run in this process (``cli.main``) sets the library's threads for the process,
+    as it should; the next test starts from the default again."""
+    yield
+    cpu.use_threads(None)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from minitransformer import backend
+from minitransformer import backend, cpu
 from minitransformer.checkpoint import load_checkpoint, save_checkpoint
 from minitransformer.cli import main
 from minitransformer.codon import cli as codon_cli
@@ -393,7 +393,7 @@ THREAD_PROBE = ("import os, sys; from minitransformer.cli import limit_blas_thre
 ])
 def test_command_line_sets_thread_counts_before_numpy_loads(argv, env, expected):
     from minitransformer import cli as top_cli
-    assert top_cli.THREADS_ENV_VAR == backend.THREADS_ENV_VAR   # spelled out twice: keep them one name
+    assert top_cli.THREADS_ENV_VAR == cpu.THREADS_ENV_VAR   # spelled out twice: keep them one name
     clean = {k: v for k, v in os.environ.items()
              if k not in ("MINITRANSFORMER_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                           "MKL_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT")}

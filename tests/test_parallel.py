@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from minitransformer import backend, parallel
+from minitransformer import backend, cpu, parallel
 from minitransformer.losses import CrossEntropyLoss
 from minitransformer.optim import Adam
 from minitransformer.parallel import DataParallel
@@ -13,7 +13,7 @@ from minitransformer.transformer import Transformer, TransformerConfig
 @pytest.fixture(autouse=True)
 def two_threads_and_small_shards(monkeypatch):
     """Shards on two pool threads whatever the machine, and even tiny batches cut."""
-    monkeypatch.setenv(backend.THREADS_ENV_VAR, "2")
+    monkeypatch.setenv(cpu.THREADS_ENV_VAR, "2")
     monkeypatch.setattr(parallel, "MIN_TOKENS_PER_SHARD", 1)
 
 
@@ -135,19 +135,19 @@ def test_trainer_steps_in_shards_and_records_the_same_loss():
     np.testing.assert_allclose(losses[2], losses[1], rtol=1e-10)
 
 
-@pytest.mark.skipif(not backend.can_set_blas_threads(), reason="OpenBLAS thread control not found in this process")
+@pytest.mark.skipif(not cpu.can_set_blas_threads(), reason="OpenBLAS thread control not found in this process")
 def test_blas_threads_are_restored_after_the_block():
-    setter, getter = backend._openblas_thread_control()
+    setter, getter = cpu._openblas_thread_control()
     before = getter()
-    with backend.blas_threads(1) as applied:
+    with cpu.blas_threads(1) as applied:
         assert applied and getter() == 1
     assert getter() == before
 
 
 def test_work_inside_a_pool_thread_runs_serially():
     """A shard's batched attention asks for threads from inside a pool thread: it gets one."""
-    inner = backend.run_in_parallel(lambda i: backend.parallel_threads(), 2)
-    assert inner == [1, 1] and backend.parallel_threads() == 2
+    inner = cpu.run_in_parallel(lambda i: cpu.parallel_threads(), 2)
+    assert inner == [1, 1] and cpu.parallel_threads() == 2
 
 
 def test_a_replica_made_after_a_forward_pass_does_not_copy_its_caches():
