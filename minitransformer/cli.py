@@ -10,10 +10,7 @@ import os
 import sys
 
 from . import __version__
-
-
-class CommandError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
+from .errors import CommandError, number_type
 
 
 def _add_toy(subparsers):
@@ -22,8 +19,9 @@ def _add_toy(subparsers):
                                           "report exact-match accuracy on fresh sequences: the quickest "
                                           "end-to-end check that everything works.")
     p.add_argument("--task", choices=["copy", "reverse"], default="copy")
-    p.add_argument("--steps", type=int, default=1500, help="maximum optimizer steps (default 1500)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=number_type("positive integer"), default=1500,
+                   help="maximum optimizer steps (default 1500)")
+    p.add_argument("--seed", type=number_type("non-negative integer"), default=0)
     p.add_argument("--backend", choices=["numpy", "cupy"], default=None,
                    help="array backend (default: $MINITRANSFORMER_BACKEND or numpy)")
     p.set_defaults(func=_run_toy)
@@ -31,8 +29,6 @@ def _add_toy(subparsers):
 
 def _run_toy(args):
     from .toy import train_toy
-    if args.steps < 1:
-        raise CommandError(f"--steps must be positive, got {args.steps}")
     model, trainer, metrics = train_toy(args.task, steps=args.steps, seed=args.seed, backend=args.backend)
     print(f"{args.task} task: {metrics['exact_match']:.1%} exact match, "
           f"{metrics['token_accuracy']:.2%} token accuracy on {metrics['n']} fresh sequences "
@@ -83,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="A Transformer written by hand on NumPy: train, "
                                                  "evaluate and inspect it from the command line.")
     parser.add_argument("--version", action="version", version=f"minitransformer {__version__}")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
+    parser.add_argument("--threads", type=number_type("positive integer"), default=None, metavar="N",
                         help="threads for the library's parallel work: attention in slices, shards of "
                              "large batches, decoding (default: every CPU this process may use; "
                              f"{THREADS_ENV_VAR} sets the same). NumPy's own BLAS uses one thread "

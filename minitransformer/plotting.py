@@ -11,7 +11,7 @@ works where matplotlib is missing; only drawing needs it.
 
 >>> fig = plot_learning_curves(trainer.history, "curve.png")                  # doctest: +SKIP
 >>> w = model.decoder.layers[0].cross_attn.attention_weights[0]   # (H, Tq, Tk) # doctest: +SKIP
->>> fig = plot_attention(w, list("MA*") + ["<eos>"], list("AUGGCCUAA"))       # doctest: +SKIP
+>>> fig = plot_attention(w, target_tokens, source_tokens)                      # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -66,9 +66,8 @@ def plot_learning_curves(history, path=None, ax=None, title=None, *, eval_column
         ax: draw into these Axes instead of a new figure (the second axis is added to it).
         title: the figure title.
         eval_columns: which columns to plot on the right axis. By default every ``eval_*``
-            column whose values are fractions between 0 and 1 (``eval_exact_match``,
-            ``eval_residue_accuracy``); other evaluation numbers, like a curriculum length,
-            would not share that axis.
+            column whose values are fractions between 0 and 1 (``eval_exact_match``, say);
+            other evaluation numbers, like a curriculum length, would not share that axis.
         log_loss: a logarithmic loss axis (the default, when every loss is positive): a
             loss falling from 3 to 0.01 is then readable over the whole run.
         marks: ``[(step, label), ...]``: dotted vertical lines at these steps, labelled at
@@ -251,8 +250,8 @@ def plot_attention(weights, query_labels=None, key_labels=None, path=None, title
         weights: (Tq, Tk) or (H, Tq, Tk) attention weights (NumPy or CuPy), e.g.
             ``attn.attention_weights[0]`` for the first example of a batch. Row ``i`` is
             how query ``i`` spreads its attention over the keys (it sums to 1).
-        query_labels: Tq labels for the rows (the y axis), e.g. the residues of a protein.
-        key_labels: Tk labels for the columns (the x axis), e.g. the nucleotides of an RNA.
+        query_labels: Tq labels for the rows (the y axis), e.g. the target tokens.
+        key_labels: Tk labels for the columns (the x axis), e.g. the source tokens.
         path: where to save the PNG (optional).
         title: the figure title.
         xlabel, ylabel: axis names.
@@ -292,34 +291,43 @@ def plot_attention_layers(weights_per_layer, query_labels=None, key_labels=None,
 # --------------------------------------------------------------------------------------
 # Accuracy by length
 # --------------------------------------------------------------------------------------
-def plot_accuracy_by_length(df, path=None, title=None, *, train_max_len: int | None = None):
-    """Bars of exact match and residue accuracy for each protein-length bucket.
+def plot_accuracy_by_length(df, path=None, title=None, *, train_max_len: int | None = None,
+                            scores: dict | None = None, xlabel: str = "length"):
+    """Bars of accuracy scores for each length bucket, one bar per score.
 
     Args:
-        df: a DataFrame with columns ``lengths`` (bucket labels such as ``"11-25"``),
-            ``exact_match`` and ``residue_accuracy`` (fractions 0..1), and optionally ``n``
-            (pairs per bucket, written above the bars); e.g. from
-            :func:`minitransformer.codon.train.accuracy_by_length`.
+        df: a DataFrame with a column ``lengths`` (bucket labels such as ``"11-25"``), the
+            score columns (fractions 0..1), and optionally ``n`` (examples per bucket,
+            written above the bars).
         path: where to save the PNG (optional).
         title: the figure title.
-        train_max_len: the longest protein seen in training: buckets beyond it are shaded,
+        train_max_len: the longest sequence seen in training: buckets beyond it are shaded,
             since there the model is asked to generalise to lengths it never saw.
+        scores: ``{column: legend label}`` of the bars, in order; by default every column
+            but ``lengths`` and ``n``, labelled by its name (``exact_match`` -> "exact match").
+        xlabel: the name of the length axis (the unit of the lengths, say).
 
     Returns the Figure.
     """
     import pandas as pd
 
     df = pd.DataFrame(df)
-    missing = [c for c in ("lengths", "exact_match", "residue_accuracy") if c not in df.columns]
+    if scores is None:
+        scores = {c: str(c).replace("_", " ") for c in df.columns if c not in ("lengths", "n")}
+    missing = [c for c in ("lengths", *scores) if c not in df.columns]
     if missing:
         raise ValueError(f"accuracy table has no column {', '.join(map(repr, missing))} "
                          f"(columns: {', '.join(map(str, df.columns)) or 'none'})")
-    fig = _new_figure(max(5.0, 0.9 * len(df) + 2.5), 4.0)
+    if not scores:
+        raise ValueError("accuracy table has no score column besides 'lengths' and 'n'")
+    fig = _new_figure(max(5.0, 0.45 * len(scores) * len(df) + 2.5), 4.0)
     ax = fig.add_subplot()
     x = np.arange(len(df))
-    width = 0.38
-    ax.bar(x - width / 2, df["exact_match"], width, label="exact match (whole protein)", color="tab:blue")
-    ax.bar(x + width / 2, df["residue_accuracy"], width, label="residue accuracy", color="tab:orange")
+    width = 0.76 / len(scores)
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+    for i, (column, label) in enumerate(scores.items()):
+        offset = (i - (len(scores) - 1) / 2) * width
+        ax.bar(x + offset, df[column], width, label=label, color=colors[i % len(colors)])
     if "n" in df.columns:
         for xi, n in zip(x, df["n"]):
             ax.text(xi, 1.01, f"n={int(n)}", ha="center", va="bottom", fontsize="x-small", color="gray")
@@ -333,11 +341,12 @@ def plot_accuracy_by_length(df, path=None, title=None, *, train_max_len: int | N
     ax.set_ylim(0, 1.1)
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.yaxis.set_major_formatter(_percent_formatter())
-    ax.set_xlabel("protein length (residues)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy")
     ax.grid(True, axis="y", alpha=0.3)
     # above the plot, where it never hides a bar
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize="small", frameon=False)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(scores) + 1, fontsize="small",
+              frameon=False)
     if title:
         fig.suptitle(title)
     _save(fig, path)

@@ -15,8 +15,8 @@ import pytest
 from minitransformer import backend, cpu
 from minitransformer.checkpoint import load_checkpoint, save_checkpoint
 from minitransformer.cli import main
-from minitransformer.codon import cli as codon_cli
-from minitransformer.codon.cli import difference_markers
+from minitransformer.codon import demo
+from minitransformer.codon.report import difference_markers
 from minitransformer.codon.data import read_pairs_csv
 from minitransformer.codon.train import CodonRecipe
 
@@ -351,7 +351,7 @@ class _TinyRecipe(CodonRecipe):
 
 
 def test_demo_with_a_tiny_budget(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(codon_cli, "CodonRecipe", _TinyRecipe)
+    monkeypatch.setattr(demo, "CodonRecipe", _TinyRecipe)
     out_dir = tmp_path / "demo"
     assert main(["codon", "demo", "--out-dir", str(out_dir), "--time-budget", "0.5",
                  "--eval-pairs", "12", "--long-eval-pairs", "4", "--no-progress"]) == 0

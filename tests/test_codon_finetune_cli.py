@@ -16,7 +16,7 @@ from test_codon_cli import _is_png, _one_line_error, model_path, workdir  # noqa
 
 from minitransformer.checkpoint import load_checkpoint
 from minitransformer.cli import main
-from minitransformer.codon import cli as codon_cli
+from minitransformer.codon import runs
 
 FAST = ["--n", "30", "--check-every", "2", "--check-pairs", "20", "--no-progress"]
 
@@ -103,8 +103,8 @@ def test_no_early_stop_and_target_reach_the_library(model_path, tmp_path, monkey
     def spy(model, **kwargs):
         seen.append(kwargs)
         return real(model, **kwargs)
-    real = codon_cli.finetune_codon_model
-    monkeypatch.setattr(codon_cli, "finetune_codon_model", spy)
+    real = runs.finetune_codon_model
+    monkeypatch.setattr(runs, "finetune_codon_model", spy)
     common = ["--from", model_path, "--table", "vertebrate_mitochondrial", "--steps", "3", "--lr", "1e-3",
               "--seed", "5", "--n", "20", "--check-pairs", "0", "--no-progress"]
     assert _finetune(*common, "--no-early-stop", "--out", tmp_path / "a.npz")[0] == 0

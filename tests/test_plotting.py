@@ -131,8 +131,31 @@ def test_accuracy_by_length(tmp_path):
     assert len(ax.patches) >= 6  # two bars per bucket (and the shading of the long bucket)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1-10", "11-25", "101-150"]
     assert any("longer than in training" in t.get_text() for t in ax.get_legend().get_texts())
+    assert ax.get_xlabel() == "length"  # the library's words: no task in them
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "exact match" in legend and "residue accuracy" in legend and len(legend) == 3
     with pytest.raises(ValueError, match="residue_accuracy"):
-        plot_accuracy_by_length(df.drop(columns=["residue_accuracy"]))
+        plot_accuracy_by_length(df.drop(columns=["residue_accuracy"]),
+                                scores={"exact_match": "exact", "residue_accuracy": "residues"})
+    with pytest.raises(ValueError, match="no score column"):
+        plot_accuracy_by_length(df[["lengths", "n"]])
+
+
+def test_accuracy_by_length_takes_the_caller_s_words(tmp_path):
+    df = pd.DataFrame({"lengths": ["1-10", "11-25"], "exact_match": [1.0, 0.9], "token_accuracy": [1.0, 0.95],
+                       "bleu": [0.9, 0.8]})
+    fig = plot_accuracy_by_length(df, scores={"token_accuracy": "tokens right"}, xlabel="sentence length (words)")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "sentence length (words)"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["tokens right"]
+    assert len(ax.patches) == 2  # one bar per bucket: only the score asked for
+
+
+def test_the_library_s_plotting_speaks_no_codon():
+    import re
+    source = open(plotting.__file__).read()
+    found = re.findall(r"\b(?:protein|residue|nucleotide|codon|rna)s?\b", source, flags=re.IGNORECASE)
+    assert not found, found  # the codon report passes its own words (codon/report.py)
 
 
 def test_no_pyplot_figures_left_behind():

@@ -16,6 +16,8 @@ Parts of the model can be frozen (left out of the optimizer, so they do not chan
 """
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pandas as pd
 
@@ -71,3 +73,40 @@ def finetune_codon_model(model, *, table=2, data: pd.DataFrame | None = None, n_
                      betas=(0.9, 0.98), eps=1e-9)
     return train_codon_model(recipe, table=table, data=data, seed=seed, max_steps=max_steps,
                              time_budget=time_budget, progress=progress, model=model, optimizer=optimizer)
+
+
+#: The defaults of :func:`finetune_codon_model` by name (``codon finetune`` uses the same).
+FINETUNE_DEFAULTS = {name: parameter.default for name, parameter
+                     in inspect.signature(finetune_codon_model).parameters.items()
+                     if parameter.default is not inspect.Parameter.empty}
+
+
+# --------------------------------------------------------------------------------------
+# Before and after: a held-out check
+# --------------------------------------------------------------------------------------
+def held_out_pairs(data: pd.DataFrame, n: int, min_len: int, max_len: int, table, stop_rate: float,
+                   seed: int) -> pd.DataFrame:
+    """Up to ``n`` fresh pairs of ``table`` (proteins of ``min_len..max_len`` residues), none of
+    whose RNA is in the fine-tuning ``data``: the pairs to score a model on before and after."""
+    if not n:
+        return data[:0].reset_index(drop=True)
+    fresh = generate_pairs(n, min_len, max_len, table, stop_rate, np.random.default_rng([seed, 2024]))
+    return fresh[~fresh["rna"].isin(set(data["rna"]))].reset_index(drop=True)
+
+
+def score_held_out(model, pairs: pd.DataFrame, from_table) -> tuple[dict, dict]:
+    """``(scores on every pair, scores on the pairs whose translation differs under
+    from_table)``: the second shows whether the codons that changed meaning were learned."""
+    from .genetic_code import translate
+    from .train import score_translations, translate_rna
+
+    expected = list(pairs["protein"])
+    differs = [i for i, (rna, protein) in enumerate(zip(pairs["rna"], expected))
+               if translate(rna, from_table) != protein]
+    predicted = translate_rna(model, pairs["rna"])
+    return (score_translations(predicted, expected),
+            score_translations([predicted[i] for i in differs], [expected[i] for i in differs]))
+
+
+__all__ = ["FINETUNE_DEFAULTS", "FREEZE_CHOICES", "finetune_codon_model", "frozen_parameter_names",
+           "held_out_pairs", "score_held_out", "trainable_parameters"]

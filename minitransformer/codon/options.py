@@ -1,0 +1,60 @@
+"""The options several ``minitransformer codon`` commands share, and how their help reads.
+
+The number options take :func:`minitransformer.errors.number_type` as their ``type``, so a
+wrong value is refused by ``argparse`` with a message that names the option
+(``argument --seed: expected a non-negative integer, got -1``).
+"""
+from __future__ import annotations
+
+import argparse
+
+from ..errors import number_type
+from .genetic_code import AVAILABLE_TABLES, get_genetic_code
+
+__all__ = ["HelpFormatter", "POSITIVE_INT", "NON_NEGATIVE_INT", "POSITIVE_NUMBER", "table_type",
+           "TABLE_HELP", "add_backend", "add_model", "add_seed", "add_no_progress"]
+
+POSITIVE_INT = number_type("positive integer")
+NON_NEGATIVE_INT = number_type("non-negative integer")
+POSITIVE_NUMBER = number_type("positive number")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions as written, and "(default: X)" after every option that has a default
+    (but not after flags, or options whose default is "none")."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def table_type(text: str) -> int:
+    """A genetic code by NCBI number (``2``) or name (``mitochondrial``) -> its number."""
+    try:
+        return get_genetic_code(text).table_id
+    except (TypeError, ValueError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+TABLE_HELP = ("genetic code: NCBI table number or name (" +
+               ", ".join(str(get_genetic_code(t).table_id) + " " + get_genetic_code(t).aliases[0]
+                         for t in AVAILABLE_TABLES) + ")")
+
+
+def add_backend(p):
+    p.add_argument("--backend", choices=["numpy", "cupy"], default=None,
+                   help="array backend (default: $MINITRANSFORMER_BACKEND, else numpy)")
+
+
+def add_model(p):
+    p.add_argument("--model", required=True, metavar="MODEL.npz",
+                   help="a codon model checkpoint (from 'codon train' or 'codon demo')")
+
+
+def add_seed(p, help: str, default: int = 0):
+    p.add_argument("--seed", type=NON_NEGATIVE_INT, default=default, help=help)
+
+
+def add_no_progress(p):
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -1,0 +1,170 @@
+"""Training runs that end in files: ``codon train`` and ``codon finetune`` without the
+command line.
+
+:func:`train_to_file` trains a model from a recipe and :func:`finetune_to_file` adapts a
+saved model to another genetic code; each saves the model (:mod:`.checkpoints`), its
+training history and learning curve beside it, prints what happened, and returns the exit
+status (130 when the run was interrupted: what was learned so far is saved).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import CommandError
+from .checkpoints import checkpoint_recipe, load_codon_model, model_table, save_on_interrupt, save_run, \
+    trained_lengths
+from .data import generate_pairs
+from .finetune import FINETUNE_DEFAULTS, finetune_codon_model, frozen_parameter_names, held_out_pairs, score_held_out
+from .genetic_code import get_genetic_code
+from .inputs import check_output_path, read_training_pairs, same_file, sidecar
+from .report import describe_training, pct, plot_codon_learning_curves, scores_line
+from .train import CodonRecipe, train_codon_model
+
+__all__ = ["train_to_file", "finetune_to_file", "FINETUNE_DEFAULT_LENGTHS", "NO_TARGET"]
+
+#: Protein lengths to fine-tune on when the model to start from does not record its own.
+FINETUNE_DEFAULT_LENGTHS = (1, 100)
+#: A target that no exact match reaches (it never exceeds 1): fine-tuning without early stop.
+NO_TARGET = 2.0
+
+
+# --------------------------------------------------------------------------------------
+# codon train
+# --------------------------------------------------------------------------------------
+def train_to_file(out, recipe: CodonRecipe, *, table: int = 1, data_path=None, seed: int = 0,
+                  backend=None, max_steps=None, time_budget=None, progress: bool = True) -> int:
+    """Train a model of ``recipe`` on the pairs of ``data_path`` (None: fresh random pairs)
+    and save it to ``out``, its history and learning curve beside it."""
+    data = read_training_pairs(data_path, table, recipe.max_len) if data_path else None
+    out = Path(out)
+    check_output_path(out)
+    source = f"{len(data)} pairs from {data_path}" if data is not None else "fresh random pairs"
+    limit = []
+    if max_steps:
+        limit.append(f"at most {max_steps} steps")
+    if time_budget:
+        limit.append(f"at most {time_budget:g} s")
+    print(f"training a codon model ({get_genetic_code(table)}) on {source}"
+          f"{' (' + ', '.join(limit) + ')' if limit else ' until it translates well (Ctrl-C stops and saves)'}")
+    run = train_codon_model(recipe, table=table, data=data, seed=seed, backend=backend, max_steps=max_steps,
+                            time_budget=time_budget, progress=progress,
+                            checkpoint_fn=save_on_interrupt(out, recipe, table, data_path))
+    save_run(out, run, data=data_path)
+    files = _save_history(out, run, f"codon model, {get_genetic_code(run.table)}")
+    for line in describe_training(run):
+        print(line)
+    _print_files(out, *files)
+    return 130 if getattr(run.trainer, "stop_reason", None) == "interrupted" else 0
+
+
+# --------------------------------------------------------------------------------------
+# codon finetune
+# --------------------------------------------------------------------------------------
+def finetune_to_file(source, out, table: int, *, data_path=None, n_pairs=None, min_len=None, max_len=None,
+                     freeze: str = "none", lr: float = 5e-4, warmup_steps: int = 50, max_steps: int = 1000,
+                     time_budget=None, target_exact=0.99, check_every: int = 50, check_pairs: int = 500,
+                     seed: int = 0, backend=None, progress: bool = True) -> int:
+    """Fine-tune the codon model saved at ``source`` to genetic code ``table`` and save it to
+    ``out`` (never ``source``).
+
+    The pairs: the file ``data_path``, or ``n_pairs`` random ones of ``min_len..max_len``
+    residues (by default the lengths the model was trained on) drawn once with ``seed``.
+    ``target_exact=None``: no early stop. The model is scored before and after on
+    ``check_pairs`` fresh pairs of ``table``, none of them in the fine-tuning pairs.
+    """
+    source, out = Path(source), Path(out)
+    if same_file(source, out):
+        raise CommandError(f"--out {out} is the --from model itself, which is never overwritten; "
+                           f"give another file name")
+    if data_path and n_pairs is not None:
+        raise CommandError("give --data FILE or --n N, not both")
+    if data_path and (min_len or max_len):
+        raise CommandError("--min-len and --max-len are for random pairs; with --data the lengths are "
+                           "the file's")
+    check_output_path(out)
+    model, ckpt = load_codon_model(source, backend)
+    from_table, code = model_table(ckpt), get_genetic_code(table)
+    recipe = checkpoint_recipe(model, ckpt)
+    n_pairs = n_pairs or FINETUNE_DEFAULTS["n_pairs"]
+    data, lo, hi, described = _finetune_pairs(ckpt, source, table, data_path, n_pairs, min_len, max_len,
+                                              recipe.stop_rate, seed, int(model.config.max_len))
+    recipe.min_len = lo  # the checks during fine-tuning draw proteins of lo..(longest in data)
+    held_out = held_out_pairs(data, check_pairs, lo, hi, table, recipe.stop_rate, seed)
+
+    stops = [f"at most {max_steps} steps"] + ([f"at most {time_budget:g} s"] if time_budget else [])
+    stops.append("no early stop" if target_exact is None else f"stops early at {pct(target_exact)} exact on a check")
+    print(f"fine-tuning {source} ({get_genetic_code(from_table)}) to {code} on {described}")
+    print(f"freeze {freeze}: {_frozen_summary(model, freeze)}; lr {lr:g}, "
+          f"{min(warmup_steps, max_steps // 2)} warm-up steps, " + ", ".join(stops))
+    before = score_held_out(model, held_out, from_table) if len(held_out) else None
+    run = finetune_codon_model(model, table=table, data=data, freeze=freeze, lr=lr, warmup_steps=warmup_steps,
+                               max_steps=max_steps, time_budget=time_budget, seed=seed,
+                               target_exact=NO_TARGET if target_exact is None else target_exact,
+                               check_every=check_every, progress=progress, recipe=recipe)
+    how = {"from": str(source), "from_table": from_table, "freeze": freeze, "lr": lr,
+           "warmup_steps": warmup_steps, "max_steps": max_steps, "target_exact": target_exact,
+           "pairs": len(data), "lengths": [lo, hi], "seed": seed}
+    save_run(out, run, data=data_path, extra={"finetune": how})
+    files = _save_history(out, run, f"fine-tuning to {code}, freeze {freeze}")
+    for line in describe_training(run, curriculum=False):
+        print(line)
+    interrupted = getattr(run.trainer, "stop_reason", None) == "interrupted"
+    if before is not None and not interrupted:
+        after = score_held_out(model, held_out, from_table)
+        print(f"held-out check on {len(held_out)} fresh pairs of {code} ({lo}-{hi} residues, none in the "
+              f"fine-tuning data):")
+        print(f"  before fine-tuning: {scores_line(before[0])}")
+        print(f"  after fine-tuning:  {scores_line(after[0])}")
+        if before[1]["n"]:
+            print(f"  the {before[1]['n']} whose translation differs under {get_genetic_code(from_table)}: "
+                  f"{pct(before[1]['exact_match'])} exact before, {pct(after[1]['exact_match'])} after")
+    elif before is None and check_pairs:
+        print(f"held-out check skipped: every fresh pair of {lo}-{hi} residues drawn is in the "
+              f"fine-tuning data")
+    _print_files(out, *files)
+    return 130 if interrupted else 0
+
+
+def _finetune_pairs(ckpt, source, table, data_path, n_pairs, min_len, max_len, stop_rate, seed, limit):
+    """``(pairs, shortest, longest protein, description)``: the file's pairs, or random ones."""
+    if data_path:
+        data = read_training_pairs(data_path, table, limit)
+        lengths = data["protein"].str.len()
+        return (data, max(1, int(lengths.min())), max(1, int(lengths.max())),
+                f"{len(data)} pairs from {data_path}")
+    trained = trained_lengths(ckpt) or FINETUNE_DEFAULT_LENGTHS
+    lo, hi = min_len or trained[0], max_len or trained[1]
+    if lo > hi:
+        raise CommandError(f"--min-len {lo} is larger than --max-len {hi}")
+    if 3 * hi > limit:
+        raise CommandError(f"--max-len {hi}: proteins of {hi} residues have {3 * hi} nucleotides, more "
+                           f"than {source} reads ({limit}, its max_len)")
+    data = generate_pairs(n_pairs, lo, hi, table, stop_rate, seed)
+    return data, lo, hi, f"{n_pairs} random pairs of {lo}-{hi} residues (drawn once, seed {seed})"
+
+
+def _frozen_summary(model, freeze: str) -> str:
+    frozen = set(frozen_parameter_names(model, freeze))
+    named = list(model.named_parameters())
+    n_weights = sum(int(p.data.size) for _, p in named)
+    if not frozen:
+        return f"all {len(named)} parameter arrays ({n_weights:,} weights) are trained"
+    n_frozen = sum(int(p.data.size) for name, p in named if name in frozen)
+    return f"{len(frozen)} of {len(named)} parameter arrays ({n_frozen:,} of {n_weights:,} weights) stay"
+
+
+# --------------------------------------------------------------------------------------
+# Beside the model
+# --------------------------------------------------------------------------------------
+def _save_history(out: Path, run, title: str) -> tuple[Path, Path]:
+    """A run's history and learning curve beside its model: ``(history, curve)`` paths."""
+    history_path, curve_path = sidecar(out, ".history.csv"), sidecar(out, ".learning-curve.png")
+    run.history.to_csv(history_path, index=False)
+    plot_codon_learning_curves(run, curve_path, title=title)
+    return history_path, curve_path
+
+
+def _print_files(out, history_path, curve_path) -> None:
+    print(f"model:          {out}")
+    print(f"history:        {history_path}")
+    print(f"learning curve: {curve_path}")
