@@ -123,6 +123,29 @@ def test_train_writes_checkpoint_history_and_curve(model_path):
     assert "step" in pd.read_csv(history).columns
 
 
+def test_the_ctrl_c_save_writes_what_the_end_of_run_save_writes(model_path, tmp_path, capsys):
+    """One function writes a codon checkpoint's metadata: the save on Ctrl-C has the same
+    entries as the save at the end of ``codon train``, with what it cannot know left None."""
+    from types import SimpleNamespace
+
+    from minitransformer.checkpoint import load_model
+    from minitransformer.codon.checkpoints import save_on_interrupt
+    from minitransformer.optim import Adam
+
+    model, _ = load_model(model_path)
+    trainer = SimpleNamespace(model=model, optimizer=Adam(model.parameters(), lr=1e-3), step=7,
+                              train_seconds=1.5, stop_reason="interrupted")
+    out = tmp_path / "interrupted.npz"
+    save_on_interrupt(out, CodonRecipe(d_model=16), 2, data="pairs.csv")(trainer)
+    assert "saved the model after 7 steps" in capsys.readouterr().err
+    saved, finished = load_checkpoint(out), load_checkpoint(model_path)
+    assert saved.metadata.keys() == finished.metadata.keys()
+    assert saved.metadata["task"] == "codon" and saved.metadata["table"] == 2 and saved.step == 7
+    assert saved.metadata["stop_reason"] == "interrupted" and saved.metadata["data"] == "pairs.csv"
+    assert saved.metadata["recipe"]["d_model"] == 16 and saved.metadata["curriculum"] is None
+    assert set(saved.vocabularies) == {"source", "target"} and saved.optimizer_state is not None
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(backend.cupy_unavailable_reason() is not None,
                     reason=f"train --backend cupy needs a GPU: {backend.cupy_unavailable_reason()}")

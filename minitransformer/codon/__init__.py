@@ -11,7 +11,15 @@ Modules, read in this order:
   ...), :func:`translate`, and why there is no ``B`` or ``Z``;
 * :mod:`.sequences` -- cleaning and checking what people type: DNA or RNA, FASTA files;
 * :mod:`.data` -- random training pairs, CSV files of pairs, and real genes shipped with
-  the package.
+  the package;
+* :mod:`.train` and :mod:`.finetune` -- the training recipe, translating with a model, and
+  transfer learning to another genetic code.
+
+The ``minitransformer codon`` commands (:mod:`.cli`, options only) are built on an API of
+their own, usable from Python: :mod:`.checkpoints` (saving and loading codon models),
+:mod:`.inputs` (the user's files, checked), :mod:`.report` (tables and pictures in the
+task's words), :mod:`.runs` (train or fine-tune to a file), :mod:`.evaluation` (evaluate,
+translate, draw the attention) and :mod:`.demo` (the demo's steps).
 """
 from .data import (check_pairs, generate_pairs, load_example_genes, protein_vocabulary,
                    read_pairs_csv, rna_vocabulary, write_pairs_csv)

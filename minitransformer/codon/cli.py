@@ -46,6 +46,7 @@ from .train import CodonRecipe
 
 __all__ = ["add_codon_commands"]
 
+
 # ======================================================================================
 # demo
 # ======================================================================================
@@ -340,7 +341,7 @@ def _piece_codons(value, ckpt):
     if value == "auto":
         trained = trained_lengths(ckpt)
         return trained[1] if trained else None
-    return check_number(value, "non-negative integer", "--piece-codons ('auto' or codons; 0: whole)") or None
+    return check_number(value, "non-negative integer", "--piece-codons (or 'auto'; 0: whole)") or None
 
 
 def _run_translate(args):

@@ -38,8 +38,8 @@ def table_type(text: str) -> int:
 
 
 TABLE_HELP = ("genetic code: NCBI table number or name (" +
-               ", ".join(str(get_genetic_code(t).table_id) + " " + get_genetic_code(t).aliases[0]
-                         for t in AVAILABLE_TABLES) + ")")
+              ", ".join(str(get_genetic_code(t).table_id) + " " + get_genetic_code(t).aliases[0]
+                        for t in AVAILABLE_TABLES) + ")")
 
 
 def add_backend(p):

@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import CommandError
-from .checkpoints import checkpoint_recipe, load_codon_model, model_table, save_on_interrupt, save_run, \
-    trained_lengths
+from .checkpoints import (checkpoint_recipe, load_codon_model, model_table, save_on_interrupt, save_run,
+                          trained_lengths)
 from .data import generate_pairs
-from .finetune import FINETUNE_DEFAULTS, finetune_codon_model, frozen_parameter_names, held_out_pairs, score_held_out
+from .finetune import (FINETUNE_DEFAULTS, finetune_codon_model, frozen_parameter_names, held_out_pairs,
+                       score_held_out)
 from .genetic_code import get_genetic_code
 from .inputs import check_output_path, read_training_pairs, same_file, sidecar
 from .report import describe_training, pct, plot_codon_learning_curves, scores_line
@@ -92,7 +93,8 @@ def finetune_to_file(source, out, table: int, *, data_path=None, n_pairs=None, m
     held_out = held_out_pairs(data, check_pairs, lo, hi, table, recipe.stop_rate, seed)
 
     stops = [f"at most {max_steps} steps"] + ([f"at most {time_budget:g} s"] if time_budget else [])
-    stops.append("no early stop" if target_exact is None else f"stops early at {pct(target_exact)} exact on a check")
+    stops.append("no early stop" if target_exact is None
+                 else f"stops early at {pct(target_exact)} exact on a check")
     print(f"fine-tuning {source} ({get_genetic_code(from_table)}) to {code} on {described}")
     print(f"freeze {freeze}: {_frozen_summary(model, freeze)}; lr {lr:g}, "
           f"{min(warmup_steps, max_steps // 2)} warm-up steps, " + ", ".join(stops))
