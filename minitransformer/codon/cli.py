@@ -11,18 +11,13 @@ look inside.
     minitransformer codon translate --model model.npz atggcctaa --check
     minitransformer codon attention --model model.npz AUGGCCAUUGUAAUGGGC --out attention.png
 
-This module is the command layer only: each command's options (``_add_*``) and a short
-``_run_*`` that checks what only the command line can get wrong, calls the codon API --
-:mod:`.demo` (the demo's steps), :mod:`.checkpoints` (loading and saving models),
-:mod:`.inputs` (the user's files), :mod:`.report` (tables and pictures), :mod:`.train` and
-:mod:`.finetune` -- and prints.
-
-Every command takes pairs files in the task's CSV format (columns ``rna,protein``) and
-models as ``.npz`` checkpoints whose metadata records the genetic code they were trained
-for. Bad input (a sequence with a stray letter, a file that is not a checkpoint, a protein
-that is not the translation of its RNA) is one line on stderr and a non-zero exit status,
-never a traceback: the errors are raised as ``ValueError``, ``CommandError`` or
-``CheckpointError`` and printed by :func:`minitransformer.cli.main`.
+The command layer only: each command's options (``_add_*``) and a short ``_run_*`` that
+calls the codon API (:mod:`.demo`, :mod:`.runs`, :mod:`.evaluation`, :mod:`.checkpoints`,
+:mod:`.inputs`, :mod:`.report`) and prints. Bad input (a sequence with a stray letter, a
+file that is not a checkpoint, a protein that is not the translation of its RNA) is one
+line on stderr and a non-zero exit status, never a traceback: the errors are raised as
+``ValueError``, ``CommandError`` or ``CheckpointError`` and printed by
+:func:`minitransformer.cli.main`.
 """
 from __future__ import annotations
 
@@ -47,12 +42,19 @@ from .train import CodonRecipe
 __all__ = ["add_codon_commands"]
 
 
+def _command(sub, name: str, run, **texts) -> argparse.ArgumentParser:
+    """The parser of ``codon NAME`` (``texts``: its help, description and epilog), which runs ``run``."""
+    p = sub.add_parser(name, formatter_class=HelpFormatter, **texts)
+    p.set_defaults(func=run)
+    return p
+
+
 # ======================================================================================
 # demo
 # ======================================================================================
 def _add_demo(sub):
-    p = sub.add_parser(
-        "demo", formatter_class=HelpFormatter,
+    p = _command(
+        sub, "demo", _run_demo,
         help="train, evaluate and inspect the default codon model in one go (about 10 minutes)",
         description="The whole codon story in one command: train the default model on fresh random\n"
                     "pairs (proteins of 1-100 residues, standard genetic code) for --time-budget seconds,\n"
@@ -71,7 +73,6 @@ def _add_demo(sub):
     p.add_argument("--long-eval-pairs", type=NON_NEGATIVE_INT, default=300, metavar="N",
                    help="fresh pairs longer than any in training to score it on (0: skip)")
     add_no_progress(p)
-    p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args):
@@ -85,8 +86,8 @@ def _run_demo(args):
 # ======================================================================================
 def _add_make_data(sub):
     recipe = CodonRecipe()
-    p = sub.add_parser(
-        "make-data", formatter_class=HelpFormatter,
+    p = _command(
+        sub, "make-data", _run_make_data,
         help="write random (RNA, protein) pairs to a CSV file",
         description="Write random (RNA, protein) pairs to a CSV file with columns rna,protein.\n\n"
                     "Each protein is drawn first (length uniform in --min-len..--max-len, each residue\n"
@@ -103,7 +104,6 @@ def _add_make_data(sub):
     p.add_argument("--stop-rate", type=number_type("probability"), default=recipe.stop_rate, metavar="P",
                    help="probability that a residue is a stop codon '*'")
     p.add_argument("--out", required=True, metavar="FILE.csv", help="where to write the pairs ('-': stdout)")
-    p.set_defaults(func=_run_make_data)
 
 
 def _run_make_data(args):
@@ -131,8 +131,8 @@ def _run_make_data(args):
 # ======================================================================================
 def _add_train(sub):
     recipe = CodonRecipe()
-    p = sub.add_parser(
-        "train", formatter_class=HelpFormatter,
+    p = _command(
+        sub, "train", _run_train,
         help="train a codon model and save it as a checkpoint",
         description="Train a Transformer to translate RNA into protein with the codon recipe: a\n"
                     "curriculum from short proteins to long ones, batches of one protein length,\n"
@@ -162,7 +162,6 @@ def _add_train(sub):
     add_seed(p, help="seed for the weights, dropout and data order")
     p.add_argument("--out", default="model.npz", metavar="MODEL.npz", help="where to save the model")
     add_no_progress(p)
-    p.set_defaults(func=_run_train)
 
 
 def _recipe_from_args(args) -> CodonRecipe:
@@ -186,8 +185,8 @@ def _run_train(args):
 # ======================================================================================
 def _add_finetune(sub):
     d = FINETUNE_DEFAULTS  # the library's defaults are the command's
-    p = sub.add_parser(
-        "finetune", formatter_class=HelpFormatter,
+    p = _command(
+        sub, "finetune", _run_finetune,
         help="fine-tune a trained model to another genetic code (transfer learning)",
         description="Transfer learning: start from a trained codon model (--from) and train it a\n"
                     "little more on pairs of another genetic code (--table), for instance the\n"
@@ -248,7 +247,6 @@ def _add_finetune(sub):
     add_seed(p, default=d["seed"], help="seed for the random pairs, dropout and data order")
     add_backend(p)
     add_no_progress(p)
-    p.set_defaults(func=_run_finetune)
 
 
 def _run_finetune(args):
@@ -268,8 +266,8 @@ def _run_finetune(args):
 # evaluate
 # ======================================================================================
 def _add_evaluate(sub):
-    p = sub.add_parser(
-        "evaluate", formatter_class=HelpFormatter,
+    p = _command(
+        sub, "evaluate", _run_evaluate,
         help="score a model on a CSV file of pairs",
         description="Translate every RNA of a pairs file (columns rna,protein) with the model and\n"
                     "compare with the protein: exact match (the whole protein right) and residue\n"
@@ -285,7 +283,6 @@ def _add_evaluate(sub):
     p.add_argument("--max-rows", type=POSITIVE_INT, default=None, metavar="N",
                    help="use only the first N rows of the file")
     add_backend(p)
-    p.set_defaults(func=_run_evaluate)
 
 
 def _run_evaluate(args):
@@ -306,8 +303,8 @@ def _run_evaluate(args):
 # translate
 # ======================================================================================
 def _add_translate(sub):
-    p = sub.add_parser(
-        "translate", formatter_class=HelpFormatter,
+    p = _command(
+        sub, "translate", _run_translate,
         help="translate RNA (or DNA) sequences with a model",
         description="Translate sequences given as arguments, in a FASTA file or in a CSV file\n"
                     "(column rna; a name or id column names the rows). DNA letters (T), lower case\n"
@@ -333,7 +330,6 @@ def _add_translate(sub):
                         "and join the proteins; 'auto': the longest protein the model was trained on "
                         "(models do not extrapolate past it); 0: always whole")
     add_backend(p)
-    p.set_defaults(func=_run_translate)
 
 
 def _piece_codons(value, ckpt):
@@ -364,8 +360,8 @@ def _run_translate(args):
 # attention
 # ======================================================================================
 def _add_attention(sub):
-    p = sub.add_parser(
-        "attention", formatter_class=HelpFormatter,
+    p = _command(
+        sub, "attention", _run_attention,
         help="draw where the decoder looks in the RNA while it writes each residue",
         description="Translate one sequence, run the model once more on it with its own translation\n"
                     "as the decoder input (teacher forcing, no dropout), and draw the cross-attention\n"
@@ -379,7 +375,6 @@ def _add_attention(sub):
     p.add_argument("--layer", default="all",
                    help="which decoder layer: 'all', or a number counted from 1")
     add_backend(p)
-    p.set_defaults(func=_run_attention)
 
 
 def _run_attention(args):
