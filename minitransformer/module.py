@@ -148,6 +148,9 @@ class Module:
                       for n in params if n in state and tuple(np.shape(state[n])) != tuple(params[n].shape)]
         if bad_shapes:
             raise ValueError("state dict shapes do not match the model: " + "; ".join(bad_shapes))
+        not_finite = [n for n in params if n in state and not np.isfinite(backend.to_numpy(state[n])).all()]
+        if not_finite:   # a diverged model would load and silently predict nothing
+            raise ValueError(f"state dict holds NaN or infinite values in {', '.join(not_finite)}")
         name = self.backend_name
         for n, p in params.items():
             if n in state:
