@@ -38,3 +38,4 @@ def test_a_wrong_gradient_still_fails():
     assert not report.ok()
     report = check_function(lambda a: (a * a, a), lambda dout, a: (2 * dout * a,), {"a": x})
     assert report.ok()
+
