@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, backend
+from .files import UnsafeOutputError, atomic_write
 
 __all__ = [
     "FORMAT_VERSION", "CheckpointError", "Checkpoint",
@@ -228,48 +229,13 @@ def save_checkpoint(path, model, *, optimizer=None, step: int = 0, rng=None, con
 
 
 def _atomic_savez(path: Path, arrays: dict) -> None:
-    """``np.savez`` to a temporary file beside ``path``, fsync, then rename it over ``path``.
-
-    ``os.replace`` is atomic on POSIX and Windows when both names are on the same file
-    system, which is why the temporary file lives in the target's own folder. Readers see
-    either the old checkpoint or the new one, never a mixture.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    """``np.savez`` through :func:`~minitransformer.files.atomic_write`: a temporary file
+    beside ``path``, synced, then renamed over it, so readers see the old checkpoint or the
+    new one, never a mixture; only a regular, writable file is ever replaced."""
     try:
-        with tmp:
-            np.savez(tmp, **arrays)  # a file object: np.savez adds no ".npz" to its name
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp.name, 0o666 & ~_umask())  # the mode a plain open() would have given
-        os.replace(tmp.name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp.name)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_directory(path.parent)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable (POSIX); silently skipped where folders cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        atomic_write(path, lambda f: np.savez(f, **arrays))   # a file object: no ".npz" added
+    except UnsafeOutputError as exc:
+        raise CheckpointError(str(exc)) from exc
 
 
 # ======================================================================================
@@ -297,8 +263,14 @@ def load_checkpoint(path) -> Checkpoint:
     try:
         with open(path, "rb") as f:
             is_zip = f.read(4) == b"PK\x03\x04"
+    except PermissionError as exc:
+        raise CheckpointError(f"cannot read {path}: permission denied (check the file's permissions)") from exc
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {_one_line(exc)}") from exc
+    try:
         if not is_zip:
             raise CheckpointError(f"{corrupt}: it is not an .npz (zip) archive")
+        _check_array_sizes(path)
         with np.load(path, allow_pickle=False) as npz:
             names = set(npz.files)
             for key in ("format_version", "header"):
@@ -320,14 +292,17 @@ def load_checkpoint(path) -> Checkpoint:
                 header = json.loads(str(header_array))
             except json.JSONDecodeError as exc:
                 raise CheckpointError(f"{path} has a header that is not valid JSON ({exc})") from exc
-            if not isinstance(header, dict) or "params" not in header:
+            if not isinstance(header, dict) or not isinstance(header.get("params"), list):
                 raise CheckpointError(f"{path} has a header without the parameter list")
+            _check_header_fields(path, header)
             params = {}
             for entry in header["params"]:
+                if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                    raise CheckpointError(f"{path} has an invalid entry in its parameter list: {entry!r}")
                 key = PARAM_PREFIX + entry["name"]
                 if key not in names:
                     raise CheckpointError(f"{path} is missing the array for parameter {entry['name']!r}")
-                params[entry["name"]] = npz[key]
+                params[entry["name"]] = _finite(path, f"parameter {entry['name']!r}", npz[key])
             optimizer_state = None
             if header.get("optimizer") is not None:
                 optimizer_state = _from_json(header["optimizer"])
@@ -335,11 +310,13 @@ def load_checkpoint(path) -> Checkpoint:
                 for key in optimizer_state.pop("state_keys"):
                     if OPTIM_PREFIX + key not in names:
                         raise CheckpointError(f"{path} is missing the optimizer array {key!r}")
-                    state[key] = npz[OPTIM_PREFIX + key]
+                    state[key] = _finite(path, f"optimizer array {key!r}", npz[OPTIM_PREFIX + key])
                 optimizer_state["state"] = state
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+    except PermissionError as exc:
+        raise CheckpointError(f"cannot read {path}: permission denied (check the file's permissions)") from exc
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
         # zipfile/np.load errors for truncated or damaged archives, and malformed headers
         raise CheckpointError(f"{corrupt}: {_one_line(exc)}") from exc
 
@@ -357,6 +334,59 @@ def load_checkpoint(path) -> Checkpoint:
         saved_at=header.get("saved_at"),
         path=path,
     )
+
+
+def _check_array_sizes(path: Path) -> None:
+    """Refuse an archive whose ``.npy`` headers promise more data than the file holds.
+
+    Every array's header states its shape and dtype; NumPy allocates that much memory before
+    reading. A damaged or hostile header can claim hundreds of GiB, so the claimed size is
+    compared with the member's real (uncompressed) size first.
+    """
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with archive.open(info) as member:
+                try:
+                    version = np.lib.format.read_magic(member)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(member)
+                except ValueError as exc:
+                    raise CheckpointError(f"{path} has a damaged array {info.filename[:-4]!r}: "
+                                          f"{_one_line(exc)}") from exc
+                data_bytes = info.file_size - member.tell()
+            claimed = math.prod(shape) * dtype.itemsize
+            if dtype.hasobject or claimed != data_bytes:
+                raise CheckpointError(f"{path} has a damaged array {info.filename[:-4]!r}: its header "
+                                      f"claims shape {shape} of {dtype} ({claimed:,} bytes) but the file "
+                                      f"holds {data_bytes:,} bytes for it")
+
+
+def _finite(path: Path, what: str, array: np.ndarray) -> np.ndarray:
+    """``array``, unless it is floating point and holds NaN or inf: a model that diverged
+    would load and then translate everything to nothing, silently."""
+    if array.dtype.kind in "fc" and not np.isfinite(array).all():
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        raise CheckpointError(f"{path}: {what} holds {bad} NaN or infinite value(s); the run that "
+                              f"saved it diverged: use an earlier checkpoint")
+    return array
+
+
+def _check_header_fields(path: Path, header: dict) -> None:
+    """One line naming the file and the field for a header value of the wrong kind."""
+    step = header.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"{path}: header field 'step' must be a non-negative integer, got {step!r}")
+    for name in ("config", "vocabularies", "metadata", "optimizer", "rng_state", "dropout_rng_state"):
+        value = header.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise CheckpointError(f"{path}: header field {name!r} must be a JSON object or null, "
+                                  f"got {type(value).__name__} {value!r:.60}")
+    optimizer = header.get("optimizer")
+    if optimizer is not None and not isinstance(optimizer.get("state_keys"), list):
+        raise CheckpointError(f"{path}: header field 'optimizer' has no list of state arrays ('state_keys')")
 
 
 def _as_checkpoint(checkpoint) -> Checkpoint:
@@ -416,19 +446,26 @@ def restore_rng(checkpoint, rng: np.random.Generator | None = None) -> np.random
     ``numpy.random.Generator`` of the saved bit-generator type. Drawing from it continues
     the saved sequence exactly."""
     checkpoint = _as_checkpoint(checkpoint)
-    state = checkpoint.rng_state
-    if state is None:
+    if checkpoint.rng_state is None:
         raise CheckpointError("the checkpoint holds no random generator state (save it with rng=...)")
+    return _set_rng_state(checkpoint, "rng_state", rng)
+
+
+def _set_rng_state(checkpoint: Checkpoint, field_name: str, rng=None) -> np.random.Generator:
+    """Put the generator state saved in ``field_name`` into ``rng`` (a new generator of the
+    saved kind if None); a state that does not fit names the file and the field."""
+    state = getattr(checkpoint, field_name)
+    where = f"{checkpoint.path}: header field {field_name!r}" if checkpoint.path else f"field {field_name!r}"
     if rng is None:
         name = state.get("bit_generator") if isinstance(state, dict) else None
         if name not in _BIT_GENERATORS:
-            raise CheckpointError(f"the checkpoint's random generator {name!r} is not one of "
+            raise CheckpointError(f"{where}: the random generator {name!r} is not one of "
                                   f"{', '.join(_BIT_GENERATORS)}")
         rng = np.random.Generator(_BIT_GENERATORS[name]())
     try:
         rng.bit_generator.state = state
-    except (ValueError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"cannot restore the random generator: {_one_line(exc)}") from exc
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        raise CheckpointError(f"{where} is not a valid random generator state ({_one_line(exc)})") from exc
     return rng
 
 
@@ -450,5 +487,5 @@ def load_model(path, backend: str | None = None):
         raise CheckpointError(f"{checkpoint.path} holds an invalid model config: {_one_line(exc)}") from exc
     model = restore_model(checkpoint, Transformer(config, backend=backend))
     if checkpoint.dropout_rng_state is not None and isinstance(model.dropout_rng, np.random.Generator):
-        model.dropout_rng.bit_generator.state = checkpoint.dropout_rng_state
+        _set_rng_state(checkpoint, "dropout_rng_state", model.dropout_rng)
     return model, checkpoint

@@ -91,9 +91,13 @@ class GradCheckReport:
         return max(self.errors.values()) if self.errors else 0.0
 
     def ok(self, tol=1e-7) -> bool:
-        return self.max_error <= tol
+        """True when every checked gradient is within ``tol``; False for a report that checked
+        nothing (a check that looked at no gradient proves nothing)."""
+        return bool(self.errors) and self.max_error <= tol
 
     def assert_ok(self, tol=1e-7) -> "GradCheckReport":
+        if not self.errors:
+            raise AssertionError("gradient check checked nothing: no float input and no parameter")
         if not self.ok(tol):
             bad = {k: v for k, v in self.errors.items() if v > tol}
             raise AssertionError(f"gradient check failed (tolerance {tol:g}): {bad}\n{self}")
@@ -112,6 +116,21 @@ def _require_float64(arrays, what):
             raise ValueError(f"gradient checks need float64 (finite differences in float32 are "
                              f"too coarse): {what} {name!r} is {a.dtype}; convert with "
                              f".astype(np.float64) or module.to(dtype=np.float64)")
+
+
+def _require_something_to_check(n_checked, what):
+    if n_checked == 0:
+        raise ValueError(f"nothing to check: {what} has no float input and no parameter, so there is "
+                         f"no gradient to compare (give float64 inputs, or check a module with parameters)")
+
+
+def _require_deterministic(first, second, what):
+    """Finite differences compare forward passes; if two passes on the same input differ
+    (dropout in training mode, an unseeded generator), the differences measure the noise."""
+    if not np.array_equal(to_numpy(first), to_numpy(second)):
+        raise ValueError(f"{what} gives different outputs for the same input (dropout in training mode?); "
+                         f"finite differences need a deterministic forward pass: call .eval(), or reseed "
+                         f"the dropout generator before every forward pass")
 
 
 def _sample(size, max_elements, rng):
@@ -137,7 +156,9 @@ def check_function(forward, backward, inputs, *, h=DEFAULT_STEP, seed=0, max_ele
     values = [inputs[n] for n in names]
     float_names = [n for n in names if np.issubdtype(inputs[n].dtype, np.floating)]
     _require_float64([(n, inputs[n]) for n in float_names], "input")
+    _require_something_to_check(len(float_names), "the function")
     out, cache = forward(*values)
+    _require_deterministic(out, forward(*values)[0], "the forward function")
     xp = get_array_module(out)
     weights = xp.asarray(rng.standard_normal(out.shape))
     analytic = _as_tuple(backward(weights, cache))
@@ -172,8 +193,10 @@ def check_module(module, *inputs, h=DEFAULT_STEP, seed=0, max_elements=None, **f
     float_inputs = [(i, x) for i, x in enumerate(inputs)
                     if hasattr(x, "dtype") and np.issubdtype(x.dtype, np.floating)]
     _require_float64([(f"input[{i}]", x) for i, x in float_inputs], "input")
+    _require_something_to_check(len(float_inputs) + len(params), type(module).__name__)
 
     out = module.forward(*inputs, **forward_kwargs)
+    _require_deterministic(out, module.forward(*inputs, **forward_kwargs), type(module).__name__)
     xp = get_array_module(out)
     weights = xp.asarray(rng.standard_normal(out.shape))
     module.zero_grad()

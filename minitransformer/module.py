@@ -108,6 +108,9 @@ class Module:
         gradient check gets a float64 model. Modules keeping arrays of their own (such
         as a positional-encoding table) move them in :meth:`_move_buffers`.
         """
+        if dtype is not None and np.dtype(dtype) not in (np.float32, np.float64):
+            raise ValueError(f"a model's dtype must be float32 (training) or float64 (gradient checks), "
+                             f"got {np.dtype(dtype).name}")
         name = backend.resolve_backend_name(backend_name or self.backend_name)
         xp = backend.get_backend(name)
         memo = {}  # objects shared by several modules (a dropout generator) move once
@@ -118,6 +121,9 @@ class Module:
                     value.data = backend.asarray(value.data, name, new_dtype)
                     value.grad = xp.zeros_like(value.data)
             module._move_buffers(name, dtype, memo)
+        config = getattr(self, "config", None)
+        if dtype is not None and isinstance(getattr(config, "dtype", None), str):
+            config.dtype = np.dtype(dtype).name   # what a checkpoint saves says what the model is
         return self
 
     def astype(self, dtype) -> "Module":
@@ -148,6 +154,9 @@ class Module:
                       for n in params if n in state and tuple(np.shape(state[n])) != tuple(params[n].shape)]
         if bad_shapes:
             raise ValueError("state dict shapes do not match the model: " + "; ".join(bad_shapes))
+        not_finite = [n for n in params if n in state and not np.isfinite(backend.to_numpy(state[n])).all()]
+        if not_finite:   # a diverged model would load and silently predict nothing
+            raise ValueError(f"state dict holds NaN or infinite values in {', '.join(not_finite)}")
         name = self.backend_name
         for n, p in params.items():
             if n in state:

@@ -74,3 +74,19 @@ def test_dropout_generator_shared_after_a_move(backend_name):
 
 def test_parameter_count():
     assert _ffn().num_parameters() == 4 * 8 + 8 + 8 * 4 + 4
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.int32])
+def test_a_model_moves_only_to_float32_or_float64(dtype):
+    layer = nn.Linear(3, 2, rng=0)
+    with pytest.raises(ValueError, match=f"float32 .* or float64 .*, got {np.dtype(dtype).name}"):
+        layer.to(dtype=dtype)
+    assert layer.weight.dtype == np.float32
+
+
+def test_the_config_follows_the_model_dtype():
+    from minitransformer.transformer import Transformer, TransformerConfig
+    model = Transformer(TransformerConfig(src_vocab_size=5, tgt_vocab_size=5, d_model=4, n_heads=1, d_ff=8,
+                                          n_encoder_layers=1, n_decoder_layers=1))
+    model.to(dtype=np.float64)
+    assert model.config.dtype == "float64"

@@ -23,6 +23,7 @@ module, and :func:`load_example_genes` reads the folder with :mod:`importlib.res
 """
 from __future__ import annotations
 
+import csv
 import os
 from importlib import resources
 
@@ -136,6 +137,28 @@ def _bad_rows_message(problems: list[str], what: str) -> str:
     return f"{what}:\n  " + "\n  ".join(shown) + tail
 
 
+def _read_csv_table(path: str) -> pd.DataFrame:
+    """The CSV file as a table of strings, or one line naming the file and what is wrong:
+    not UTF-8, empty, or a row with more or fewer fields than the header (which pandas
+    would otherwise pad with empty strings, blaming the wrong column)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = csv.reader(f)
+            header = next(rows, None)
+            if header is None:
+                raise ValueError(f"'{path}' is empty: a pairs file starts with the header line 'rna,protein'")
+            for line, row in enumerate(rows, start=2):
+                if row and len(row) != len(header):
+                    raise ValueError(f"'{path}', line {line}: {len(row)} field(s) where the header has "
+                                     f"{len(header)} ({', '.join(header)}); check the commas on that line")
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"'{path}' is not UTF-8 text: byte {err.object[err.start]:#04x} at offset "
+                         f"{err.start} cannot be decoded (save it as UTF-8 CSV)") from None
+    except csv.Error as err:
+        raise ValueError(f"'{path}' is not a valid CSV file: {err}") from None
+
+
 def read_pairs_csv(path: str | os.PathLike,
                    table: int | str | GeneticCode | None = None) -> pd.DataFrame:
     """Read a table of pairs from a CSV file with (at least) columns ``rna`` and ``protein``.
@@ -154,7 +177,7 @@ def read_pairs_csv(path: str | os.PathLike,
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such pairs file: '{path}'")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df = _read_csv_table(path)
     missing = [c for c in PAIR_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"'{path}' has no column {', '.join(repr(c) for c in missing)}: a pairs "

@@ -135,9 +135,14 @@ def read_fasta(path_or_text: str | os.PathLike) -> list[tuple[str, str]]:
         if not path.is_file():
             raise FileNotFoundError(f"no such FASTA file: '{path}' (to parse FASTA text "
                                     "directly, pass a string that starts with '>')")
-        text, where = path.read_text(), f" in '{path}'"
+        where = f" in '{path}'"
+        try:   # utf-8-sig: a byte-order mark, which some editors write first, is not a character
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise SequenceError(f"'{path}' is not UTF-8 text: byte {err.object[err.start]:#04x} at "
+                                f"offset {err.start} cannot be decoded (is it a FASTA file?)") from None
     else:
-        text, where = path_or_text, ""
+        text, where = path_or_text.lstrip("\ufeff"), ""
 
     records: list[tuple[str, str]] = []
     name, header_line, chunks = None, 0, []
