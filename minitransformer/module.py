@@ -90,6 +90,19 @@ class Module:
     def eval(self) -> "Module":
         return self.train(False)
 
+    def clear_caches(self) -> "Module":
+        """Drop what the last forward pass kept for the backward pass, in this module and
+        every descendant: each attribute whose name ends in ``_cache`` becomes None.
+
+        A layer's ``forward`` keeps its cache (``self._cache``; the Transformer's output
+        layer ``self._out_cache``) until ``backward`` reads it; clearing frees those arrays
+        (after an evaluation pass, say) and leaves nothing for a copy of the model to copy.
+        A ``backward`` then needs a new ``forward`` first."""
+        for _, module in self.named_modules():
+            for name in [n for n, value in module.__dict__.items() if n.endswith("_cache") and value is not None]:
+                setattr(module, name, None)
+        return self
+
     # -- where the numbers live ----------------------------------------------------
     @property
     def backend_name(self) -> str:

@@ -8,6 +8,8 @@ One training step is the whole story of the library in five lines::
     clip_grad_norm(model.parameters(), max_norm)           # guard against rare huge steps
     optimizer.step()                                       # move the weights
 
+On a CPU a large batch runs the same lines shard by shard (data parallelism: one
+explicit branch of :meth:`Trainer.train_step`, see :mod:`minitransformer.parallel`).
 The rest of this module is care around it: batches grouped by length so little padding
 is computed, a seeded generator for everything random, a history of every logged step
 (a pandas DataFrame, saved as CSV), periodic evaluation, stopping early when a target is
@@ -117,6 +119,7 @@ class StepResult:
     n_tokens: int
     grad_norm: float
     lr: float
+    shards: int = 1  #: how many shards the batch was cut into (1: it ran whole)
 
 
 @dataclass
@@ -129,9 +132,14 @@ class Trainer:
     evaluations included) is reached, or on Ctrl-C (after saving
     ``checkpoint_fn(trainer)`` if given).
 
-    ``shards``: large batches are cut into up to this many shards, whose forward and
-    backward passes run at once, one per core (:class:`~minitransformer.parallel.DataParallel`;
-    default: one per core on the CPU, 1 on a GPU). Set 1 to run every batch whole.
+    ``shards``: how batches are cut for data parallelism
+    (:class:`~minitransformer.parallel.DataParallel`), whose shards' forward and backward
+    passes run at once on the threads of :func:`~minitransformer.cpu.threads`. None (the
+    default): large batches in a power of two of shards of at least 2,048 positions each,
+    at most 16 (the benchmark's batch of 64 sequences: 2; the codon demo's: whole); ``k``:
+    every batch in ``k`` shards (fewer when it has fewer sequences); 1: every batch whole.
+    The cut depends on the batch and this setting only, so a seed gives the same run on
+    any number of cores. On a GPU every batch runs whole.
     """
 
     model: object
@@ -150,23 +158,29 @@ class Trainer:
 
     # -- one step -----------------------------------------------------------------------
     def train_step(self, batch: Batch) -> StepResult:
-        """Forward, loss, backward, clip, update. Raises TrainingDivergedError on NaN/inf."""
+        """Forward, loss, backward, clip, update. Raises TrainingDivergedError on NaN/inf.
+
+        ``net`` is the model itself, except for a batch that data parallelism cuts into
+        shards (see ``shards``): then ``self.parallel`` runs the same ``forward`` and
+        ``backward`` shard by shard, giving the whole batch's logits and gradients."""
         model = self.model
         model.train()
-        logits = self.parallel.forward(batch.src, batch.tgt_in)   # = model.forward, shard by shard
+        shards = self.parallel.shards_of(batch.src, batch.tgt_in)
+        net = self.parallel if shards > 1 else model
+        logits = net.forward(batch.src, batch.tgt_in)
         loss = float(self.criterion.forward(logits, batch.tgt_out))
         if not math.isfinite(loss):
             raise TrainingDivergedError(
                 f"the loss became {loss} at step {self.step + 1}; training stopped. Try a lower "
                 f"learning rate, a longer warm-up or gradient clipping (max_grad_norm)")
         model.zero_grad()
-        self.parallel.backward(self.criterion.backward())
+        net.backward(self.criterion.backward())
         params = model.parameters()
         grad_norm = clip_grad_norm(params, self.max_grad_norm) if self.max_grad_norm else float("nan")
         lr = self.optimizer.current_lr
         self.optimizer.step()
         self.step += 1
-        return StepResult(loss, batch.n_tokens, float(grad_norm), float(lr))
+        return StepResult(loss, batch.n_tokens, float(grad_norm), float(lr), shards)
 
     # -- the loop -----------------------------------------------------------------------
     def fit(self, batches: Iterable[Batch] | Iterator[Batch], *, max_steps: int | None = None,

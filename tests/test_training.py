@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from minitransformer import Transformer, TransformerConfig
+from minitransformer import Transformer, TransformerConfig, cpu
 from minitransformer.checkpoint import load_checkpoint, load_model, restore_optimizer, restore_rng, save_checkpoint
 from minitransformer.optim import Adam, NoamSchedule
 from minitransformer.toy import random_pairs, toy_vocabulary, train_toy
@@ -75,16 +75,20 @@ def test_nan_loss_stops_with_the_step_named():
         trainer.fit(batches, max_steps=10, progress=False)
 
 
-def test_resume_is_bit_identical(tmp_path):
-    """20 steps in one go == 10 steps, save, load into fresh objects, 10 more steps."""
+@pytest.mark.parametrize("shards", [1, 3], ids=["whole", "3-shards"])
+def test_resume_is_bit_identical(tmp_path, shards):
+    """20 steps in one go == 10 steps, save, load into fresh objects, 10 more steps; with
+    the batches cut into shards, the second half on two threads instead of one."""
     vocab, model, optimizer = _setup()
     data_rng = np.random.default_rng(5)
-    Trainer(model, optimizer).fit(_batches(vocab, data_rng), max_steps=20, progress=False)
+    Trainer(model, optimizer, shards=shards).fit(_batches(vocab, data_rng), max_steps=20, progress=False)
     straight = model.state_dict()
 
     vocab, model, optimizer = _setup()
     data_rng = np.random.default_rng(5)
-    trainer = Trainer(model, optimizer)
+    trainer = Trainer(model, optimizer, shards=shards)
+    batch = next(_batches(vocab, np.random.default_rng(0)))
+    assert trainer.parallel.shards_of(batch.src, batch.tgt_in) == shards
     trainer.fit(_batches(vocab, data_rng), max_steps=10, progress=False)
     path = tmp_path / "half.npz"
     save_checkpoint(path, model, optimizer=optimizer, step=trainer.step, rng=data_rng,
@@ -94,8 +98,12 @@ def test_resume_is_bit_identical(tmp_path):
     model, checkpoint = load_model(path)
     optimizer = restore_optimizer(checkpoint, Adam(model.parameters()))
     data_rng = restore_rng(checkpoint)
-    trainer = Trainer(model, optimizer, step=checkpoint.step)
-    trainer.fit(_batches(vocab, data_rng), max_steps=20, progress=False)
+    trainer = Trainer(model, optimizer, step=checkpoint.step, shards=shards)
+    cpu.use_threads(2)
+    try:
+        trainer.fit(_batches(vocab, data_rng), max_steps=20, progress=False)
+    finally:
+        cpu.use_threads(None)
     resumed = model.state_dict()
     for name in straight:
         np.testing.assert_array_equal(resumed[name], straight[name], err_msg=name)
