@@ -198,8 +198,8 @@ def report(p: dict) -> None:
                 ["function", "calls/step", "total ms", "self ms", "share"], rows,
                 note="self time excludes the wrapped functions it calls (e.g. attention_forward calls "
                      "softmax_forward and dropout_forward). Profiled as one pass over the whole batch on one "
-                     "thread: unprofiled, a large batch runs in one shard per core (minitransformer.parallel) "
-                     "and a small one's attention in slices on all cores (python -m benchmarks.run measures "
+                     "thread: unprofiled, a large batch runs in shards of at least 2,048 tokens on the library's threads "
+                     "(minitransformer.parallel) and a small one's attention in slices on them (python -m benchmarks.run measures "
                      "that step).")
 
 

@@ -9,8 +9,9 @@ The step is the same on both sides:
 * on the CPU, the same number of threads (``torch.set_num_threads`` is set by the caller).
 
 Ours runs the step as :class:`~minitransformer.training.Trainer` does: through
-:class:`~minitransformer.parallel.DataParallel`, which on the CPU cuts a large batch into one
-shard per core (each with a one-thread BLAS) and leaves a small one whole. The result
+:class:`~minitransformer.parallel.DataParallel`, which on the CPU cuts a large batch into
+shards of at least 2,048 tokens (a power of two of them, whatever the core count), runs them on
+the library's threads (each with a one-thread BLAS) and leaves a small batch whole. The result
 records how many shards the batch was cut into.
 
 The two are timed **interleaved**: a block of our steps, a block of PyTorch steps, ours

@@ -250,8 +250,6 @@ def test_one_and_two_threads_train_to_bit_identical_parameters(shards):
     assert_one_and_two_threads_agree(shards, attention_dropout=0.0)
 
 
-@pytest.mark.xfail(strict=False, reason="dropout on attention weights draws one generator per slice of "
-                   "the batched attention, and the slices follow the thread count (functional.py)")
 @pytest.mark.parametrize("shards", [None, 3], ids=["default-shards", "3-shards"])
 def test_one_and_two_threads_agree_with_attention_dropout(shards):
     assert_one_and_two_threads_agree(shards, attention_dropout=0.1)
