@@ -40,9 +40,9 @@ _STRICT_MODULE = "minitransformer.testing.strict"
 DEFAULT_DTYPE = np.float32
 
 CUPY_INSTALL_HINT = (
-    "install the CuPy build for the CUDA version that `nvidia-smi` prints: "
-    "`pip install minitransformer[gpu-cuda12]` (cupy-cuda12x) or `pip install minitransformer[gpu-cuda13]` "
-    "(cupy-cuda13x), on a machine with an NVIDIA GPU"
+    "install the CuPy build for the CUDA version that `nvidia-smi` prints, "
+    "`pip install cupy-cuda12x` for CUDA 12 or `pip install cupy-cuda13x` for CUDA 13 "
+    "(or the extra `minitransformer[gpu-cuda12]` / `[gpu-cuda13]`), on a machine with an NVIDIA GPU"
 )
 
 

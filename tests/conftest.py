@@ -40,6 +40,17 @@ def backend_name(request):
 
 
 @pytest.fixture
+def pending_on_device(request, backend_name):
+    """``pending_on_device(reason, raises)``: the test is expected to fail with ``raises`` on the
+    device backends (strict, cupy) until the fix named in ``reason`` lands; xfail(strict=True),
+    so it fails as soon as it passes, and the mark must then go."""
+    def mark(reason, raises):
+        if backend_name != "numpy":
+            request.applymarker(pytest.mark.xfail(strict=True, raises=raises, reason=reason))
+    return mark
+
+
+@pytest.fixture
 def xp(backend_name):
     """The array module of the backend under test."""
     return backend.get_backend(backend_name)

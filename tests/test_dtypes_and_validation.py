@@ -23,20 +23,13 @@ def _layers(backend_name):
     ]
 
 
-#: FeedForward and MultiHeadAttention built without ``dropout_rng`` draw their dropout masks
-#: from a NumPy generator whatever their backend, so a NumPy mask meets a device array in
-#: ``functional.dropout_forward`` (``y = x * keep``). The fix is in nn.py: ``Dropout`` takes
-#: the layer's ``backend`` for its default generator; until it is merged, the device
-#: backends fail here, as CuPy did on a GPU.
-DEFAULT_DROPOUT_RNG_ON_THE_HOST = pytest.mark.xfail(
-    strict=True, raises=TypeError,
-    reason="nn.FeedForward / nn.MultiHeadAttention make their default dropout generator on the "
-           "host: a NumPy mask meets a device array (the fix to nn.py is pending)")
-
-
-def test_float32_in_float32_out_forward_and_backward(xp, backend_name, request):
-    if backend_name != "numpy":
-        request.applymarker(DEFAULT_DROPOUT_RNG_ON_THE_HOST)
+def test_float32_in_float32_out_forward_and_backward(xp, backend_name, pending_on_device):
+    # FeedForward and MultiHeadAttention built without dropout_rng draw their masks from a NumPy
+    # generator whatever their backend, so a NumPy mask meets a device array in
+    # functional.dropout_forward (y = x * keep), as CuPy reported on a GPU. The fix: Dropout
+    # takes the layer's backend for its default generator.
+    pending_on_device("nn.FeedForward / nn.MultiHeadAttention make their default dropout generator "
+                      "on the host (the fix to nn.py is pending)", TypeError)
     rng = np.random.default_rng(0)
     for layer, n_inputs in _layers(backend_name):
         inputs = [xp.asarray(rng.standard_normal((2, 5, 8)).astype(np.float32)) for _ in range(n_inputs)]
