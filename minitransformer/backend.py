@@ -130,7 +130,8 @@ def _device_backend(x) -> str | None:
 
 
 def get_array_module(*arrays):
-    """numpy or cupy: the library the given arrays belong to (numpy for plain Python values)."""
+    """numpy or cupy (or the strict backend's stand-in for cupy): the library the given arrays
+    belong to (numpy for plain Python values)."""
     for a in arrays:
         device = _device_backend(a)
         if device == "cupy":
