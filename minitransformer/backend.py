@@ -15,6 +15,11 @@ where the two libraries really differ live here and nowhere else:
 * scatter-add, the operation the embedding's backward pass needs (:func:`scatter_add_rows`);
 * random number generators (:func:`default_rng`) and dropout masks (:func:`random_keep_mask`).
 
+A third backend, ``"strict"``, exists for the tests: :mod:`minitransformer.testing.strict`
+runs on the CPU but refuses to mix its arrays with NumPy's, as CuPy does, so a forgotten
+host/device transfer fails in CI and not on the first GPU run. Everything here treats it as
+a device backend, like CuPy.
+
 Nothing here tunes the CPU: threads, the BLAS's thread count and the memory allocator live
 in :mod:`minitransformer.cpu`, which only the command line and the benchmarks switch on.
 """
@@ -27,13 +32,17 @@ import numpy as np
 
 BACKEND_ENV_VAR = "MINITRANSFORMER_BACKEND"
 BACKENDS = ("numpy", "cupy")
+#: The test backend: NumPy underneath, CuPy's rules (see :mod:`minitransformer.testing.strict`).
+STRICT = "strict"
+_STRICT_MODULE = "minitransformer.testing.strict"
 
 #: dtype used for training when none is given. Gradient checks pass float64 explicitly.
 DEFAULT_DTYPE = np.float32
 
 CUPY_INSTALL_HINT = (
-    "install CuPy for your CUDA version, e.g. `pip install cupy-cuda12x` "
-    "(or `pip install minitransformer[gpu]`), on a machine with an NVIDIA GPU"
+    "install the CuPy build for the CUDA version that `nvidia-smi` prints, "
+    "`pip install cupy-cuda12x` for CUDA 12 or `pip install cupy-cuda13x` for CUDA 13 "
+    "(or the extra `minitransformer[gpu-cuda12]` / `[gpu-cuda13]`), on a machine with an NVIDIA GPU"
 )
 
 
@@ -86,13 +95,15 @@ def resolve_backend_name(name: str | None = None) -> str:
     if not isinstance(name, str):
         name = get_array_module_name(name)
     key = name.strip().lower()
-    if key not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}: expected one of {', '.join(BACKENDS)}")
+    if key not in BACKENDS and key != STRICT:
+        raise ValueError(f"unknown backend {name!r}: expected one of {', '.join(BACKENDS)} "
+                         f"(or {STRICT!r}, the test backend)")
     return key
 
 
 def get_backend(name: str | None = None):
-    """The array module (``numpy`` or ``cupy``) for a backend name.
+    """The array module (``numpy`` or ``cupy``; the stand-in for ``cupy`` for ``"strict"``) for
+    a backend name.
 
     Raises :class:`BackendUnavailableError` with one sentence on how to fix it when CuPy
     is asked for but is not installed or has no GPU.
@@ -100,6 +111,9 @@ def get_backend(name: str | None = None):
     key = resolve_backend_name(name)
     if key == "numpy":
         return np
+    if key == STRICT:
+        from .testing.strict import strict
+        return strict
     reason = cupy_unavailable_reason()
     if reason is not None:
         raise BackendUnavailableError(reason)
@@ -107,24 +121,38 @@ def get_backend(name: str | None = None):
     return cupy
 
 
+def _device_backend(x) -> str | None:
+    """'cupy' or 'strict' for an array (or generator) of a device backend, None otherwise."""
+    module = type(x).__module__
+    if module.split(".")[0] == "cupy":
+        return "cupy"
+    return STRICT if module == _STRICT_MODULE else None
+
+
 def get_array_module(*arrays):
-    """numpy or cupy: the library the given arrays belong to (numpy for plain Python values)."""
+    """numpy or cupy (or the strict backend's stand-in for cupy): the library the given arrays
+    belong to (numpy for plain Python values)."""
     for a in arrays:
-        if type(a).__module__.split(".")[0] == "cupy":
+        device = _device_backend(a)
+        if device == "cupy":
             import cupy
             return cupy
+        if device == STRICT:
+            from .testing.strict import strict
+            return strict
     return np
 
 
 def get_array_module_name(x) -> str:
-    """'numpy' or 'cupy' for an array or an array module."""
+    """'numpy', 'cupy' or 'strict' for an array or an array module."""
     module = x if hasattr(x, "ndarray") else get_array_module(x)
-    return "cupy" if module.__name__.startswith("cupy") else "numpy"
+    name = module.__name__
+    return "cupy" if name.startswith("cupy") else STRICT if name == STRICT else "numpy"
 
 
 def to_numpy(x) -> np.ndarray:
-    """A host (NumPy) copy of an array from either backend; NumPy arrays pass through."""
-    if type(x).__module__.split(".")[0] == "cupy":
+    """A host (NumPy) copy of an array from any backend; NumPy arrays pass through."""
+    if _device_backend(x) is not None:
         return x.get()
     return np.asarray(x)
 
@@ -155,9 +183,14 @@ def scatter_add_rows(table, indices, values) -> None:
         table += (onehot @ values).reshape(table.shape)
     elif xp is np:
         np.add.at(table, indices, values.reshape((-1,) + table.shape[1:]))
-    else:  # pragma: no cover - GPU only
-        import cupyx
-        cupyx.scatter_add(table, indices, values.reshape((-1,) + table.shape[1:]))
+    else:  # cupyx.scatter_add on a GPU; the strict backend has its twin
+        scatter_add = xp.scatter_add if xp.__name__ == STRICT else _import_cupyx().scatter_add
+        scatter_add(table, indices, values.reshape((-1,) + table.shape[1:]))
+
+
+def _import_cupyx():  # pragma: no cover - GPU only
+    import cupyx
+    return cupyx
 
 
 def default_rng(seed=None, backend: str | None = None):
@@ -170,12 +203,12 @@ def default_rng(seed=None, backend: str | None = None):
     xp = get_backend(backend)
     if xp is np:
         return np.random.default_rng(seed)
-    return xp.random.default_rng(seed)  # pragma: no cover - GPU only
+    return xp.random.default_rng(seed)
 
 
 def rng_backend_name(rng) -> str:
-    """'numpy' or 'cupy' for a generator made by :func:`default_rng`."""
-    return "cupy" if type(rng).__module__.split(".")[0] == "cupy" else "numpy"
+    """'numpy', 'cupy' or 'strict' for a generator made by :func:`default_rng`."""
+    return _device_backend(rng) or "numpy"
 
 
 def random_keep_mask(rng, shape, p):
@@ -190,7 +223,7 @@ def random_keep_mask(rng, shape, p):
     if rng_backend_name(rng) == "numpy":
         threshold = round(p * 65536)
         return random_uint16(rng, shape) >= threshold, 65536.0 / (65536 - threshold)
-    return random_uniform(rng, shape, np.float32) >= p, 1.0 / (1.0 - p)  # pragma: no cover - GPU only
+    return random_uniform(rng, shape, np.float32) >= p, 1.0 / (1.0 - p)
 
 
 def random_uint16(rng, shape):

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from minitransformer import nn
+from minitransformer import backend, nn
 from minitransformer.losses import CrossEntropyLoss
 
 
@@ -19,11 +19,17 @@ def _layers(backend_name):
         (nn.MultiHeadAttention(8, 2, **kw), 2),
         (nn.PositionalEncoding(8, 16, learned=True, **kw), 1),
         (nn.ReLU(), 1), (nn.GELU(), 1), (nn.Softmax(), 1),
-        (nn.Dropout(0.5, None) if backend_name == "numpy" else nn.Dropout(0.0), 1),
+        (nn.Dropout(0.5, backend.default_rng(0, backend_name)), 1),
     ]
 
 
-def test_float32_in_float32_out_forward_and_backward(xp, backend_name):
+def test_float32_in_float32_out_forward_and_backward(xp, backend_name, pending_on_device):
+    # FeedForward and MultiHeadAttention built without dropout_rng draw their masks from a NumPy
+    # generator whatever their backend, so a NumPy mask meets a device array in
+    # functional.dropout_forward (y = x * keep), as CuPy reported on a GPU. The fix: Dropout
+    # takes the layer's backend for its default generator.
+    pending_on_device("nn.FeedForward / nn.MultiHeadAttention make their default dropout generator "
+                      "on the host (the fix to nn.py is pending)", TypeError)
     rng = np.random.default_rng(0)
     for layer, n_inputs in _layers(backend_name):
         inputs = [xp.asarray(rng.standard_normal((2, 5, 8)).astype(np.float32)) for _ in range(n_inputs)]
