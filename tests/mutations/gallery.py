@@ -81,6 +81,12 @@ MUTATIONS = [
              "dq, dmemory = self.cross_attn.backward(ds)",
              ("tests/test_whole_model_dropout.py::test_whole_model_gradient_check_with_dropout_on",),
              "Only visible with dropout on and the masks held fixed: with dropout 0 its backward is the identity."),
+    Mutation("attention-dropout-mask-skipped-in-backward", F,
+             "    if dropout_cache is not None:\n        dscores *= dropout_cache[0]                                # keep\n",
+             "",
+             ("tests/test_whole_model_dropout.py::test_whole_model_gradient_check_with_dropout_on",),
+             "The gradient flows to attention weights that the forward pass dropped; only a check with "
+             "attention dropout on and its masks fixed can see it."),
     Mutation("encoder-residual-gradient-dropped", T,
              "        ds = self.norm1.backward(dx)\n        da, _ = self.self_attn.backward(self.dropout1.backward(ds))\n"
              "        return ds + da\n",
