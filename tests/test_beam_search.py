@@ -83,11 +83,12 @@ def test_scores_are_the_length_normalised_log_probabilities(alpha):
 @pytest.mark.parametrize("alpha", [0.0, 0.6, 1.5])
 @pytest.mark.parametrize("max_len, width", [(2, 3), (3, 15)], ids=["width=vocabulary", "width=all"])
 def test_a_beam_as_wide_as_the_search_space_finds_the_exact_best(alpha, max_len, width):
-    """Three valid output tokens (EOS, 3, 4). With max_len = 3 there are 15 hypotheses, and a
-    beam of 15 never drops one: beam search must return the best of all. With max_len = 2 a
-    beam as wide as the vocabulary is enough (for alpha >= 0): every hypothesis it drops at
-    the second step is beaten in log-probability by three kept ones of the same or greater
-    length, which the length penalty can only favour more."""
+    """Three valid output tokens (EOS, 3, 4; padding and the start token are never output).
+    With max_len = 3 there are 15 hypotheses, and a beam of 15 never drops one: beam search
+    must return the best of all. With max_len = 2 a beam as wide as the valid vocabulary is
+    enough: nothing is dropped at the first step, and a hypothesis dropped at the second has
+    length 2, as have at least two of the three kept ones, which score at least as much
+    log-probability under the same length penalty."""
     model = random_model(tgt_vocab=5, seed=4, spread=0.8)
     src = np.random.default_rng(3).integers(3, 8, (6, 4))
     hypotheses = all_hypotheses([3, 4], max_len)
