@@ -10,7 +10,8 @@ with :func:`~minitransformer.interop.to_torch`, and feed both the same padded ba
 * every parameter's gradient, ours by hand against PyTorch's autograd, agrees;
 * three steps of our Adam and AdamW leave the same weights as ``torch.optim.Adam/AdamW``.
 
-All to 1e-10 (rounding alone gives about 1e-14). ``pytest -s`` prints the worst absolute
+The PyTorch side builds its own sinusoidal table (:func:`sinusoid_table`) instead of the copy
+of ours that ``to_torch`` carries across. All to 1e-10 (rounding alone gives about 1e-14). ``pytest -s`` prints the worst absolute
 difference seen per configuration.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ torch = pytest.importorskip("torch", reason="PyTorch is not installed: pip insta
                                             "(CPU build) to run the parity tests")
 
 from minitransformer import interop  # noqa: E402
-from minitransformer.interop import from_torch, to_torch, torch_parameter_map, torch_parameter_names  # noqa: E402
+from minitransformer.interop import from_torch, torch_parameter_map, torch_parameter_names  # noqa: E402
 from minitransformer.losses import CrossEntropyLoss  # noqa: E402
 from minitransformer.optim import Adam, AdamW  # noqa: E402
 from minitransformer.transformer import Transformer, TransformerConfig  # noqa: E402
@@ -88,6 +89,34 @@ def make_batch(rng, batch=4, src_len=7, tgt_len=6):
         src[b, src_lengths[b]:] = PAD
         tgt[b, tgt_lengths[b]:] = PAD
     return src, tgt[:, :-1], tgt[:, 1:]
+
+
+def sinusoid_table(max_len, d_model, dtype):
+    """The paper's table built here, in PyTorch: PE(pos, 2i) = sin(pos / 10000^(2i/d)),
+    PE(pos, 2i+1) = cos(pos / 10000^(2i/d)). ``interop`` copies *our* table across, so a
+    reference that used it could never disagree with it."""
+    position = torch.arange(max_len, dtype=torch.float64)[:, None]
+    two_i = torch.arange(0, d_model, 2, dtype=torch.float64)
+    angle = position / torch.pow(torch.tensor(10000.0, dtype=torch.float64), two_i / d_model)
+    table = torch.zeros(max_len, d_model, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(angle)
+    table[:, 1::2] = torch.cos(angle[:, : d_model // 2])
+    return table.to(dtype)
+
+
+def with_own_positions(torch_model):
+    """``torch_model`` with the sinusoid table of :func:`sinusoid_table` instead of ours."""
+    c = torch_model.config
+    if not c.learned_positions:
+        with torch.no_grad():
+            torch_model.src_pos.table.copy_(sinusoid_table(c.max_len, c.d_model, torch_model.src_pos.table.dtype))
+        assert torch_model.tgt_pos is torch_model.src_pos
+    return torch_model
+
+
+def to_torch(model, dtype=None):
+    """:func:`interop.to_torch`, with the positional table built independently."""
+    return with_own_positions(interop.to_torch(model, dtype))
 
 
 def record(config, what, ours, theirs):
@@ -287,7 +316,7 @@ def test_from_torch_brings_trained_weights_back(name):
     assert_close(name, "logits after from_torch", other.eval().forward(src, tgt_in), logits_t)
 
     # the state_dict of a PyTorch model, loaded into a fresh one built from the config
-    fresh = interop.TorchTransformer(other.config, dtype=torch.float64)
+    fresh = with_own_positions(interop.TorchTransformer(other.config, dtype=torch.float64))
     fresh.load_state_dict(torch_model.state_dict())
     fresh.eval()
     with torch.no_grad():

@@ -1,0 +1,165 @@
+"""The gallery: classic bugs of a hand-written Transformer, one row each.
+
+A row is a :class:`Mutation`: where the bug goes (``file``, relative to the repository
+root), the exact text it replaces (``old``, which must occur exactly once in that file),
+the buggy text (``new``), the tests that must fail once it is in (pytest node ids), and
+one sentence on why they see it. When the code moves, re-target a row by changing its
+``file`` and ``old``; :func:`~mutations.harness.apply_mutation` says precisely which row no
+longer applies.
+
+``QUICK`` names the few fast mutants the normal test suite runs (``tests/test_mutations.py``);
+``python -m tests.mutations`` runs them all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mutation:
+    id: str
+    file: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+    why: str
+
+
+F = "minitransformer/functional.py"
+T = "minitransformer/transformer.py"
+O = "minitransformer/optim.py"
+L = "minitransformer/losses.py"
+D = "minitransformer/decoding.py"
+C = "minitransformer/checkpoint.py"
+GRADCHECK = "tests/test_gradcheck_layers.py"
+
+MUTATIONS = [
+    Mutation("layer-norm-dropped-term", F,
+             "    dx -= xhat * _dot_over_last_axis(dy_xhat, gamma_over_d)\n",
+             "",
+             (f"{GRADCHECK}::test_layer_norm",),
+             "Without the term through the variance, dx no longer matches the finite differences of the input."),
+    Mutation("layer-norm-ddof-1", F,
+             "    var = _mean_over_last_axis(xc * xc)\n",
+             "    var = _sum_over_last_axis(xc * xc) / (x.shape[-1] - 1)\n",
+             (f"{GRADCHECK}::test_layer_norm",),
+             "The backward pass is derived for the biased variance; with n - 1 the forward pass changes and "
+             "the derivative no longer fits it."),
+    Mutation("attention-dq-missing-scale", F,
+             "    dq = dscores @ k\n    dq *= scale\n",
+             "    dq = dscores @ k\n",
+             (f"{GRADCHECK}::test_attention_self_no_mask",),
+             "dQ is off by sqrt(d_k) while the finite differences of q see the scaled scores."),
+    Mutation("embedding-buffered-add", F,
+             "    scatter_add_rows(dtable, ids, dy * scale if scale != 1.0 else dy)\n",
+             "    dtable[ids] += dy * scale if scale != 1.0 else dy\n",
+             (f"{GRADCHECK}::test_embedding",),
+             "With repeated ids, fancy-index += keeps one update per row instead of the sum."),
+    Mutation("linear-weight-gradient-transposed", F,
+             "    dw = x2.T @ dy2\n",
+             "    dw = (x2.T @ dy2).T\n",
+             (f"{GRADCHECK}::test_linear",),
+             "dW transposed has the wrong shape (or, for a square W, the wrong entries)."),
+    Mutation("softmax-backward-dropped-term", F,
+             "    dx -= p * _sum_over_last_axis(dx)\n",
+             "",
+             (f"{GRADCHECK}::test_elementwise",),
+             "Only the diagonal of the Jacobian diag(p) - p p^T is left."),
+    Mutation("dropout-backward-unscaled", F,
+             "    if rescale:\n        dx *= scale\n    return dx\n",
+             "    return dx\n",
+             (f"{GRADCHECK}::test_dropout_with_a_fixed_mask",),
+             "The forward pass scales kept units by 1/(1-p), the backward pass forgets to."),
+    Mutation("sinusoid-exponent-i-over-d", F,
+             "np.arange(0, d_model, 2, dtype=np.float64) / d_model",
+             "np.arange(0, (d_model + 1) // 2, dtype=np.float64) / d_model",
+             ("tests/test_positional_encoding.py",),
+             "The table is checked against the paper's formula written out in loops; the table has no "
+             "gradient, so no gradient check can see it."),
+    Mutation("post-ln-decoder-skips-dropout2-backward", T,
+             "dq, dmemory = self.cross_attn.backward(self.dropout2.backward(ds))",
+             "dq, dmemory = self.cross_attn.backward(ds)",
+             ("tests/test_whole_model_dropout.py::test_whole_model_gradient_check_with_dropout_on",),
+             "Only visible with dropout on and the masks held fixed: with dropout 0 its backward is the identity."),
+    Mutation("attention-dropout-mask-skipped-in-backward", F,
+             "    if dropout_cache is not None:\n        dscores *= dropout_cache[0]                                # keep\n",
+             "",
+             ("tests/test_whole_model_dropout.py::test_whole_model_gradient_check_with_dropout_on",),
+             "The gradient flows to attention weights that the forward pass dropped; only a check with "
+             "attention dropout on and its masks fixed can see it."),
+    Mutation("encoder-residual-gradient-dropped", T,
+             "        ds = self.norm1.backward(dx)\n        da, _ = self.self_attn.backward(self.dropout1.backward(ds))\n"
+             "        return ds + da\n",
+             "        ds = self.norm1.backward(dx)\n        da, _ = self.self_attn.backward(self.dropout1.backward(ds))\n"
+             "        return da\n",
+             ("tests/test_whole_model_dropout.py::test_whole_model_gradient_check_with_dropout_on",),
+             "The identity path of the residual block carries no gradient, so everything below it is wrong."),
+    Mutation("decoder-memory-gradient-not-summed", T,
+             "            dmemory = dmemory + dmem\n",
+             "            dmemory = dmem\n",
+             ("tests/test_transformer.py::test_whole_model_gradient_check[numpy-untied-post-LN]",),
+             "Every decoder layer reads the encoder output; with two layers only the last one's gradient "
+             "reaches the encoder."),
+    Mutation("causal-mask-peeks", T,
+             "xp.tril(xp.ones((length, length), dtype=bool))[None, None]",
+             "xp.tril(xp.ones((length, length), dtype=bool), 1)[None, None]",
+             ("tests/test_transformer.py::test_decoder_is_causal",),
+             "Position t sees t + 1; a gradient check cannot see it (the peeking model is differentiable), "
+             "a test that changes a later token can."),
+    Mutation("kv-cache-wrong-position", T,
+             "        position = caches[0].length if caches else 0\n",
+             "        position = caches[0].length + 1 if caches else 0\n",
+             ("tests/test_transformer.py::test_kv_cache_gives_the_same_tokens",),
+             "The cached decoder encodes each new token one position too far; decoding without the cache disagrees."),
+    Mutation("beam-length-penalty-sign", D,
+             "    return ((5.0 + length) / 6.0) ** alpha\n",
+             "    return ((5.0 + length) / 6.0) ** -alpha\n",
+             ("tests/test_beam_search.py::test_scores_are_the_length_normalised_log_probabilities",),
+             "The reported scores are recomputed independently on hypotheses of different lengths."),
+    Mutation("decoding-may-emit-the-start-token", D,
+             "    logits[:, bos_id] = -np.inf\n",
+             "",
+             ("tests/test_beam_search.py::test_a_beam_as_wide_as_the_search_space_finds_the_exact_best",),
+             "The reference normalises over every token but padding and the start token; "
+             "a search that may emit the start token scores differently."),
+    Mutation("label-smoothing-over-k-minus-1", L,
+             "        dz -= eps / n_classes\n",
+             "        dz -= eps / (n_classes - 1)\n",
+             (f"{GRADCHECK}::test_cross_entropy",),
+             "The gradient spreads eps over K - 1 classes while the loss spreads it over K."),
+    Mutation("loss-counts-padding", L,
+             "    loss = (per_position * valid).sum() / n_valid\n",
+             "    loss = per_position.sum() / n_valid\n",
+             (f"{GRADCHECK}::test_cross_entropy",),
+             "Padded positions add to the loss while the backward pass still gives them no gradient, "
+             "so the finite differences of their logits disagree with it."),
+    Mutation("adam-without-bias-correction", O,
+             "        step_size = lr / (1.0 - b1 ** t)\n        bias_correction2_sqrt = math.sqrt(1.0 - b2 ** t)\n",
+             "        step_size = lr\n        bias_correction2_sqrt = 1.0\n",
+             ("tests/test_optim.py::test_matches_torch_float64[adam]",),
+             "The first steps differ from torch.optim.Adam by the factors (1 - beta^t)."),
+    Mutation("adamw-decay-as-l2", O,
+             "    decoupled_weight_decay = True\n",
+             "    decoupled_weight_decay = False\n",
+             ("tests/test_optim.py::test_matches_torch_float64[adamw]",),
+             "AdamW's decay goes through the moments like Adam's L2 term and no longer matches torch.optim.AdamW."),
+    Mutation("noam-step-off-by-one", O,
+             "        return float(self.schedule(self.step_count + 1))\n",
+             "        return float(self.schedule(self.step_count))\n",
+             ("tests/test_optim.py::test_adam_with_noam_schedule_matches_torch_lambda_lr",),
+             "The schedule counts steps from 1; from 0 the first step has learning rate 0 and every later one lags."),
+    Mutation("clip-norm-without-sqrt", O,
+             "    norm = math.sqrt(float(total_sq))\n",
+             "    norm = float(total_sq)\n",
+             ("tests/test_optim.py::test_clip_grad_norm_values_without_torch",),
+             "The squared norm is compared with max_norm: clipping happens at the wrong size."),
+    Mutation("checkpoint-moments-in-float32", C,
+             "            arrays[OPTIM_PREFIX + key] = backend.to_numpy(a)\n",
+             "            arrays[OPTIM_PREFIX + key] = backend.to_numpy(a).astype(np.float32)\n",
+             ("tests/test_checkpoint.py::test_resume_is_bit_identical[adam-noam-float64]",),
+             "A float64 run resumed from rounded Adam moments is no longer bit-identical to one that never stopped."),
+]
+
+#: Fast mutants in places unlikely to move, run by the normal suite (tests/test_mutations.py).
+QUICK = ("beam-length-penalty-sign", "loss-counts-padding", "clip-norm-without-sqrt",
+         "checkpoint-moments-in-float32")
