@@ -47,7 +47,8 @@ def evaluate_toy(model, vocab, task, rng, n=500, min_len=1, max_len=10) -> dict:
     """Exact match and token accuracy of greedy decoding on fresh random pairs."""
     sources, targets = random_pairs(n, min_len, max_len, task, rng, vocab)
     batch = make_batch(sources, targets, pad_id=vocab.pad_id, bos_id=vocab.bos_id, eos_id=vocab.eos_id)
-    predicted = greedy_decode(model, batch.src, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
+    src = batch.to(model.backend_name).src   # on the model's device, as its weights are
+    predicted = greedy_decode(model, src, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
                               max_len=max_len + 1)
     return sequence_accuracy(predicted, targets)
 

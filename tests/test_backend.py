@@ -218,9 +218,7 @@ def test_training_decoding_and_checkpoints_run_on_every_backend(backend_name, tm
         assert optimizer.step_count == 3
 
 
-def test_toy_task_trains_and_evaluates_on_every_backend(backend_name, pending_on_device):
-    pending_on_device("toy.evaluate_toy decodes the host batch with a device model: a NumPy padding "
-                      "mask meets device attention scores (the fix to toy.py is pending)", TypeError)
+def test_toy_task_trains_and_evaluates_on_every_backend(backend_name):
     model, trainer, metrics = train_toy("copy", steps=2, batch_size=4, max_len=4, progress=False,
                                         backend=backend_name, d_model=8, n_heads=2, d_ff=16, dropout=0.1)
     assert trainer.step == 2 and 0.0 <= metrics["exact_match"] <= 1.0
