@@ -27,6 +27,7 @@ from . import backend as _backend
 from . import functional as F
 from .nn import (ACTIVATIONS, Dropout, Embedding, FeedForward, LayerNorm, Linear, Module, ModuleList,
                  MultiHeadAttention, Parameter, PositionalEncoding, as_generator)
+from .validation import check_token_ids
 
 
 # --------------------------------------------------------------------------------------
@@ -364,17 +365,12 @@ class Transformer(Module):
         if not hasattr(ids, "ndim") or ids.ndim != 2:
             raise ValueError(f"{what} must be a 2-D integer array (batch, length), got "
                              f"{getattr(ids, 'shape', type(ids).__name__)}")
-        if not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"{what} must hold integer token ids, got dtype {ids.dtype}")
         if ids.shape[1] == 0:
             raise ValueError(f"{what} is empty (length 0)")
         if ids.shape[1] > self.config.max_len:
             raise ValueError(f"{what} has length {ids.shape[1]}, longer than the model's "
                              f"max_len={self.config.max_len}")
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= vocab_size:
-            raise ValueError(f"{what} holds ids from {lo} to {hi}, but the vocabulary has ids 0 to "
-                             f"{vocab_size - 1}")
+        check_token_ids(what, ids, vocab_size)
 
     # -- the pieces, usable alone (decoding uses them) --------------------------------
     def encode(self, src_ids):

@@ -110,11 +110,12 @@ def test_beam_search_finds_at_least_the_greedy_score():
 
 def test_bad_ids_are_clear_errors():
     model = Transformer(small_config())
-    with pytest.raises(ValueError, match=r"src_ids holds ids from 3 to 9, but the vocabulary has ids 0 to 8"):
+    with pytest.raises(ValueError, match=r"src_ids: token ids from 3 to 9, but valid ids are 0 to 8 "
+                                         r"\(vocabulary size 9\); token id 9 at position \(0, 1\)"):
         model.forward(np.array([[3, 9]]), np.array([[BOS]]))
     with pytest.raises(ValueError, match="2-D integer array"):
         model.forward(np.array([3, 4]), np.array([[BOS]]))
-    with pytest.raises(ValueError, match="integer token ids"):
+    with pytest.raises(ValueError, match="token ids must be integers"):
         model.forward(np.array([[3.0, 4.0]]), np.array([[BOS]]))
     with pytest.raises(ValueError, match="longer than the model's max_len=32"):
         model.forward(np.full((1, 40), 3), np.array([[BOS]]))

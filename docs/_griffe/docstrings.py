@@ -19,7 +19,7 @@ import re
 import griffe
 
 #: Modules rendered in docs/api/: a role naming an object in one of them becomes a link.
-RENDERED_MODULES = ("backend", "functional", "module", "nn", "losses", "transformer", "decoding",
+RENDERED_MODULES = ("backend", "functional", "module", "nn", "validation", "losses", "transformer", "decoding",
                     "optim", "training", "checkpoint", "gradcheck", "interop", "vocab", "plotting",
                     "codon")
 
