@@ -1,16 +1,21 @@
-"""Checks on token ids, shared by every place that reads them.
+"""Checks on arguments, shared by every module that takes them: token ids and numbers.
 
 An embedding looks its ids up as rows of a table, and NumPy reads row ``-1`` as the last
 row: an id out of range would not fail, it would quietly read the wrong token. So the
 embedding, the model's ``encode``/``decode``, the loss (whose targets are token ids of the
 output vocabulary) and :meth:`Vocabulary.decode` all ask :func:`check_token_ids` first,
 and a bad id gets the same one-line error everywhere.
+
+:func:`check_number` and :func:`check_int` check a hyper-parameter (a learning rate, a
+momentum, a number of warm-up steps) and return it as a plain Python number.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-__all__ = ["check_token_ids"]
+__all__ = ["check_token_ids", "check_number", "check_int"]
 
 
 def check_token_ids(what: str, ids, vocab_size: int, *, ignore_index=None) -> None:
@@ -45,3 +50,27 @@ def check_token_ids(what: str, ids, vocab_size: int, *, ignore_index=None) -> No
                      f"(vocabulary size {vocab_size}{skipped}); token id {int(ids.reshape(-1)[first])} "
                      f"at position {position[0] if len(position) == 1 else position} (counted from 0) "
                      "is out of range")
+
+
+def check_number(name: str, value, *, minimum: float | None = None, strict: bool = False,
+                  maximum: float | None = None, max_strict: bool = False) -> float:
+    """``value`` as a Python float, or a ValueError naming the argument and the rule broken."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None and (value <= minimum if strict else value < minimum):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value}")
+    if maximum is not None and (value >= maximum if max_strict else value > maximum):
+        raise ValueError(f"{name} must be {'<' if max_strict else '<='} {maximum}, got {value}")
+    return value
+
+
+def check_int(name: str, value, *, minimum: int) -> int:
+    """``value`` as a Python int, or a ValueError naming the argument and the rule broken."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
