@@ -64,9 +64,9 @@ def start_decoding(model, memory, src_mask, max_len):
 def decode_step(model, token_ids, caches, src_mask):
     """Logits (B, V) for the next token, given the newest token ids (B,) of each sequence.
 
-    The same layers as :meth:`Transformer.decode <minitransformer.transformer.Transformer.decode>`
-    with each layer's own residual blocks; only the attentions differ: the new position's
-    query attends over the cached keys and values."""
+    The same layers as :meth:`~minitransformer.transformer.Transformer.decode`, each
+    through its own residual blocks; only the attentions differ: the new position's query
+    attends over the cached keys and values."""
     position = caches[0].length if caches else 0
     y = model.tgt_pos.forward(model.tgt_embed.forward(token_ids.reshape(-1, 1)), start=position)
     for layer, cache in zip(model.decoder.layers, caches):
