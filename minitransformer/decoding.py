@@ -19,6 +19,80 @@ import numpy as np
 from .backend import get_array_module, to_numpy
 
 
+# --------------------------------------------------------------------------------------
+# The KV cache
+# --------------------------------------------------------------------------------------
+class DecoderCache:
+    """One decoder layer's keys and values during incremental decoding.
+
+    Self-attention keys and values grow by one position a step; they live in arrays
+    allocated once for ``max_len`` positions, so a step writes one slice instead of
+    copying the whole history. Cross-attention keys and values depend only on the source,
+    so they are computed once, before the first step.
+    """
+
+    def __init__(self, memory_k, memory_v, max_len):
+        xp = get_array_module(memory_k)
+        b, h, _, dk = memory_k.shape
+        self.memory_k, self.memory_v = memory_k, memory_v
+        self.k = xp.empty((b, h, max_len, dk), dtype=memory_k.dtype)
+        self.v = xp.empty((b, h, max_len, dk), dtype=memory_k.dtype)
+        self.length = 0
+
+    def append_self(self, k, v):
+        t = self.length
+        if t + k.shape[2] > self.k.shape[2]:
+            raise ValueError(f"decoding past the cache's max_len={self.k.shape[2]}")
+        self.k[:, :, t:t + k.shape[2]] = k
+        self.v[:, :, t:t + k.shape[2]] = v
+        self.length = t + k.shape[2]
+        return self.k[:, :, :self.length], self.v[:, :, :self.length]
+
+    def reorder(self, index):
+        """Keep the rows ``index`` (beam search: follow the surviving beams).
+
+        Only the self-attention keys and values move: a beam's new parent is always a beam
+        of the same source, whose cross-attention keys and values are the same rows."""
+        self.k, self.v = self.k[index], self.v[index]
+
+
+def start_decoding(model, memory, src_mask, max_len):
+    """Per-layer caches for :func:`decode_step`, cross-attention keys/values computed once."""
+    return [DecoderCache(*layer.cross_attn.project_memory(memory), max_len) for layer in model.decoder.layers]
+
+
+def decode_step(model, token_ids, caches, src_mask):
+    """Logits (B, V) for the next token, given the newest token ids (B,) of each sequence.
+
+    The same layers as :meth:`~minitransformer.transformer.Transformer.decode`, each
+    through its own residual blocks; only the attentions differ: the new position's query
+    attends over the cached keys and values."""
+    position = caches[0].length if caches else 0
+    y = model.tgt_pos.forward(model.tgt_embed.forward(token_ids.reshape(-1, 1)), start=position)
+    for layer, cache in zip(model.decoder.layers, caches):
+        self_attention, cross_attention, feed_forward = layer.blocks
+        y = self_attention.around(_cached_self_attention, y, layer.self_attn, cache)
+        y = cross_attention.around(_cached_cross_attention, y, layer.cross_attn, cache, src_mask)
+        y = feed_forward.forward(y)
+    if model.decoder.final_norm is not None:
+        y = model.decoder.final_norm.forward(y)
+    return model.project(y)[:, 0]
+
+
+def _cached_self_attention(y, attention, cache):
+    """The new position's query, key and value; the key and value join the cache."""
+    q, k, v = attention.project_self(y)
+    keys, values = cache.append_self(k, v)
+    return attention.attend(q, keys, values)
+
+
+def _cached_cross_attention(y, attention, cache, cross_mask):
+    return attention.attend(attention.project_queries(y), cache.memory_k, cache.memory_v, cross_mask)
+
+
+# --------------------------------------------------------------------------------------
+# Greedy decoding and beam search
+# --------------------------------------------------------------------------------------
 def _prepare(model, src_ids, max_len):
     if max_len < 1:
         raise ValueError(f"max_len must be at least 1, got {max_len}")
@@ -61,11 +135,11 @@ def greedy_decode(model, src_ids, *, bos_id, eos_id, max_len, use_cache=True, re
     tokens = xp.full((batch, max_len + 1), model.config.pad_id, dtype=src_ids.dtype)
     tokens[:, 0] = bos_id
     finished = xp.zeros(batch, dtype=bool)
-    caches = model.start_decoding(memory, src_mask, max_len + 1) if use_cache else None
+    caches = start_decoding(model, memory, src_mask, max_len + 1) if use_cache else None
     n_steps = 0
     for t in range(max_len):
         if use_cache:
-            logits = model.decode_step(tokens[:, t], caches, src_mask)
+            logits = decode_step(model, tokens[:, t], caches, src_mask)
         else:
             logits = model.decode(tokens[:, : t + 1], memory, src_mask)[:, -1]
         next_token = _next_token_logits(model, logits, bos_id).argmax(axis=-1).astype(tokens.dtype)
@@ -105,7 +179,7 @@ def beam_search(model, src_ids, *, bos_id, eos_id, max_len, beam_width=4, length
     # every hypothesis is a row: (batch * k) rows, the k beams of one source adjacent
     rows = xp.repeat(xp.arange(batch), k)
     memory, src_mask = memory[rows], src_mask[rows]
-    caches = model.start_decoding(memory, src_mask, max_len + 1)
+    caches = start_decoding(model, memory, src_mask, max_len + 1)
     tokens = xp.full((batch * k, max_len + 1), pad, dtype=src_ids.dtype)
     tokens[:, 0] = bos_id
     # only the first beam of each source is live at the start, so the k copies don't tie
@@ -116,7 +190,7 @@ def beam_search(model, src_ids, *, bos_id, eos_id, max_len, beam_width=4, length
     lengths = xp.zeros(batch * k, dtype=np.int64)
     n_steps = 0
     for t in range(max_len):
-        logits = _next_token_logits(model, model.decode_step(tokens[:, t], caches, src_mask), bos_id)
+        logits = _next_token_logits(model, decode_step(model, tokens[:, t], caches, src_mask), bos_id)
         logits = logits.astype(np.float64)
         shifted = logits - logits.max(axis=-1, keepdims=True)
         log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))

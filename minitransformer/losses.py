@@ -16,6 +16,7 @@ import numpy as np
 
 from .backend import get_array_module
 from .module import Module
+from .validation import check_token_ids
 
 
 def softmax_cross_entropy_forward(logits, targets, ignore_index=None, label_smoothing=0.0):
@@ -83,12 +84,7 @@ class CrossEntropyLoss(Module):
         if tuple(targets.shape) != tuple(logits.shape[:-1]):
             raise ValueError(f"targets must have shape {tuple(logits.shape[:-1])} (logits without "
                              f"the class axis), got {tuple(targets.shape)}")
-        if not np.issubdtype(targets.dtype, np.integer):
-            raise ValueError(f"targets must be integer class ids, got dtype {targets.dtype}")
-        counted = targets if self.ignore_index is None else targets[targets != self.ignore_index]
-        if counted.size and (int(counted.min()) < 0 or int(counted.max()) >= logits.shape[-1]):
-            raise ValueError(f"target ids must be in [0, {logits.shape[-1]}) (or equal ignore_index="
-                             f"{self.ignore_index}), got values from {int(counted.min())} to {int(counted.max())}")
+        check_token_ids("targets", targets, logits.shape[-1], ignore_index=self.ignore_index)
         loss, self._cache = softmax_cross_entropy_forward(logits, targets, self.ignore_index,
                                                           self.label_smoothing)
         return loss

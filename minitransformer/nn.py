@@ -53,16 +53,7 @@ def _check_float_input(layer, x, n_features, dtype):
                          f"{x.dtype}; convert the input with .astype(...) or the layer with .to(dtype=...)")
 
 
-def _check_ids(layer, ids, n_rows):
-    """ValueError unless ids are integers in [0, n_rows): no silent wrap-around of -1."""
-    if not hasattr(ids, "dtype") or not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(f"{layer} expects an integer array of token ids, got "
-                         f"{getattr(ids, 'dtype', type(ids).__name__)}")
-    if ids.size:
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= n_rows:
-            raise ValueError(f"{layer} got token ids from {lo} to {hi}, but valid ids are 0 to "
-                             f"{n_rows - 1} (vocabulary size {n_rows})")
+from .validation import check_token_ids as _check_ids  # noqa: E402  (one check for every reader of ids)
 
 
 # --------------------------------------------------------------------------------------

@@ -1,20 +1,15 @@
 """The encoder-decoder Transformer of "Attention Is All You Need" (Vaswani et al., 2017).
 
-Read this file top to bottom: the configuration, the masks, one encoder layer, one
-decoder layer, the stacks, and the whole model. Every ``backward`` is the mirror image
-of its ``forward``: put the two side by side and read the second from the bottom up.
+Read this file top to bottom: the configuration, the masks, the residual block, one
+encoder layer, one decoder layer, the stacks, and the whole model. Every ``backward`` is
+the mirror image of its ``forward``: put the two side by side and read the second from
+the bottom up.
 
-A residual connection ``y = x + f(x)`` has the gradient ``dx = dy + (df/dx)^T dy``: the
-upstream gradient passes through unchanged *and* through the sub-layer, and the two add.
-That is the whole reason deep stacks of residual blocks train: the identity path
-carries the gradient to the bottom however deep the stack.
-
-Two arrangements of the residual blocks are offered:
-
-* post-LN (the paper, ``norm_first=False``): ``x = norm(x + dropout(f(x)))``.
-* pre-LN (``norm_first=True``): ``x = x + dropout(f(norm(x)))``, with one more norm at
-  the end of each stack. The identity path then never passes through a normalisation,
-  which makes deep models train without a learning-rate warm-up.
+Every sub-layer sits in a :class:`Residual` block: post-LN as in the paper
+(``norm_first=False``) or pre-LN (``norm_first=True``, with one more norm at the end of
+each stack; the identity path then never passes through a normalisation, which makes
+deep models train without a learning-rate warm-up). Generating text one token at a time,
+with a cache of keys and values, is in :mod:`~minitransformer.decoding`.
 """
 from __future__ import annotations
 
@@ -27,6 +22,7 @@ from . import backend as _backend
 from . import functional as F
 from .nn import (ACTIVATIONS, Dropout, Embedding, FeedForward, LayerNorm, Linear, Module, ModuleList,
                  MultiHeadAttention, Parameter, PositionalEncoding, as_generator)
+from .validation import check_token_ids
 
 
 # --------------------------------------------------------------------------------------
@@ -115,6 +111,101 @@ def decoder_self_mask(tgt_ids, pad_id):
 
 
 # --------------------------------------------------------------------------------------
+# One residual block
+# --------------------------------------------------------------------------------------
+class Residual(Module):
+    """One sub-layer ``f`` in its residual connection, with its dropout and layer norm.
+
+    The arrangement is chosen here, once, for every block of the model::
+
+        post-LN (norm_first=False, the paper):  out = norm(x + dropout(f(x)))
+        pre-LN  (norm_first=True):              out = x + dropout(f(norm(x)))
+
+    ``f`` is :class:`SelfAttention`, :class:`CrossAttention` or
+    :class:`~minitransformer.nn.FeedForward`; ``context`` (a mask, or the encoder output
+    and a mask) goes to it unchanged. The block keeps no cache: the norm, the dropout and
+    the sub-layer keep theirs. It wires modules that the layer owns, under the layer's
+    names (``norm1``, ``self_attn``, ...), which are the names in a checkpoint.
+    """
+
+    def __init__(self, sublayer, norm: LayerNorm, dropout: Dropout, norm_first: bool):
+        self.sublayer, self.norm, self.dropout = sublayer, norm, dropout
+        self.norm_first = norm_first
+
+    def forward(self, x, *context):
+        return self.around(self.sublayer.forward, x, *context)
+
+    def around(self, f, x, *context):
+        """The residual connection around any ``f(x, *context)``: :meth:`forward` passes the
+        sub-layer's forward, incremental decoding an attention over cached keys and values."""
+        if self.norm_first:
+            return x + self.dropout.forward(f(self.norm.forward(x), *context))
+        return self.norm.forward(x + self.dropout.forward(f(x, *context)))
+
+    def backward(self, dout):
+        """The gradient of the block's input ``x``, from the gradient ``dout`` of its output.
+
+        A residual connection ``y = x + g(x)`` has the Jacobian ``dy/dx = I + J``, with
+        ``J = dg/dx``, so ``dx = (I + J)^T dy = dy + J^T dy``: the gradient passes through
+        unchanged *and* through the branch, and the two add. ``J^T dy`` is the branch's
+        backward pass, its pieces in reverse order::
+
+            pre-LN,  out = x + g(x), g = dropout(f(norm(.))):
+                dx = dout + norm.backward(f.backward(dropout.backward(dout)))
+            post-LN, out = norm(s),  s = x + g(x), g = dropout(f(.)):
+                ds = norm.backward(dout)
+                dx = ds + f.backward(dropout.backward(ds))
+
+        Returns what the sub-layer's backward returns, with the gradient of its input
+        replaced by that of ``x``: ``dx``, or for cross-attention ``(dx, dmemory)``.
+        """
+        if self.norm_first:
+            df, others = _first(self.sublayer.backward(self.dropout.backward(dout)))
+            dx = dout + self.norm.backward(df)
+        else:
+            ds = self.norm.backward(dout)
+            df, others = _first(self.sublayer.backward(self.dropout.backward(ds)))
+            dx = ds + df
+        return (dx, *others) if others else dx
+
+
+def _first(grads):
+    """A backward pass returns the gradient of its input, or a tuple that starts with it."""
+    return (grads[0], grads[1:]) if isinstance(grads, tuple) else (grads, ())
+
+
+class SelfAttention(Module):
+    """The self-attention sub-layer: queries, keys and values all from ``x``, under ``mask``."""
+
+    def __init__(self, attention: MultiHeadAttention):
+        self.attention = attention
+
+    def forward(self, x, mask):
+        return self.attention.forward(x, mask=mask)
+
+    def backward(self, dout):
+        """``dx``: the attention has already added the query, key and value paths into its
+        first result (its second, the separate keys' and values' gradient, is None)."""
+        dx, _ = self.attention.backward(dout)
+        return dx
+
+
+class CrossAttention(Module):
+    """The cross-attention sub-layer: queries from ``y``, keys and values from the encoder
+    output ``memory``, under ``mask`` (the source's padding)."""
+
+    def __init__(self, attention: MultiHeadAttention):
+        self.attention = attention
+
+    def forward(self, y, memory, mask):
+        return self.attention.forward(y, memory, mask)
+
+    def backward(self, dout):
+        """``(dy, dmemory)``: the gradients of the queries' input and of the encoder output."""
+        return self.attention.backward(dout)
+
+
+# --------------------------------------------------------------------------------------
 # One encoder layer
 # --------------------------------------------------------------------------------------
 class EncoderLayer(Module):
@@ -122,7 +213,6 @@ class EncoderLayer(Module):
 
     def __init__(self, config: TransformerConfig, rng, dropout_rng):
         c, kw = config, dict(rng=rng, dtype=config.dtype)
-        self.norm_first = c.norm_first
         self.self_attn = MultiHeadAttention(c.d_model, c.n_heads, c.attention_dropout,
                                             dropout_rng=dropout_rng, **kw)
         self.dropout1 = Dropout(c.dropout, dropout_rng)
@@ -131,32 +221,21 @@ class EncoderLayer(Module):
                                         dropout_rng=dropout_rng, **kw)
         self.dropout2 = Dropout(c.dropout, dropout_rng)
         self.norm2 = LayerNorm(c.d_model, dtype=c.dtype)
+        # a tuple, not attributes: the blocks own nothing, the names above are the checkpoint's
+        self.blocks = (Residual(SelfAttention(self.self_attn), self.norm1, self.dropout1, c.norm_first),
+                       Residual(self.feed_forward, self.norm2, self.dropout2, c.norm_first))
 
     def forward(self, x, mask):
         """x (B, S, d) -> (B, S, d); ``mask`` (B, 1, 1, S) hides padding keys."""
-        if self.norm_first:
-            a = self.self_attn.forward(self.norm1.forward(x), mask=mask)
-            x = x + self.dropout1.forward(a)
-            f = self.feed_forward.forward(self.norm2.forward(x))
-            return x + self.dropout2.forward(f)
-        a = self.self_attn.forward(x, mask=mask)
-        x = self.norm1.forward(x + self.dropout1.forward(a))
-        f = self.feed_forward.forward(x)
-        return self.norm2.forward(x + self.dropout2.forward(f))
+        self_attention, feed_forward = self.blocks
+        x = self_attention.forward(x, mask)
+        return feed_forward.forward(x)
 
     def backward(self, dout):
-        """Gradient of the layer input; each residual block passes dout through and adds
-        what its sub-layer sends back."""
-        if self.norm_first:
-            df = self.feed_forward.backward(self.dropout2.backward(dout))
-            dx = dout + self.norm2.backward(df)
-            da, _ = self.self_attn.backward(self.dropout1.backward(dx))
-            return dx + self.norm1.backward(da)
-        ds = self.norm2.backward(dout)
-        dx = ds + self.feed_forward.backward(self.dropout2.backward(ds))
-        ds = self.norm1.backward(dx)
-        da, _ = self.self_attn.backward(self.dropout1.backward(ds))
-        return ds + da
+        """The gradient of the layer input: the blocks' backward passes in reverse order."""
+        self_attention, feed_forward = self.blocks
+        dx = feed_forward.backward(dout)
+        return self_attention.backward(dx)
 
 
 # --------------------------------------------------------------------------------------
@@ -167,7 +246,6 @@ class DecoderLayer(Module):
 
     def __init__(self, config: TransformerConfig, rng, dropout_rng):
         c, kw = config, dict(rng=rng, dtype=config.dtype)
-        self.norm_first = c.norm_first
         self.self_attn = MultiHeadAttention(c.d_model, c.n_heads, c.attention_dropout,
                                             dropout_rng=dropout_rng, **kw)
         self.dropout1 = Dropout(c.dropout, dropout_rng)
@@ -180,54 +258,23 @@ class DecoderLayer(Module):
                                         dropout_rng=dropout_rng, **kw)
         self.dropout3 = Dropout(c.dropout, dropout_rng)
         self.norm3 = LayerNorm(c.d_model, dtype=c.dtype)
+        self.blocks = (Residual(SelfAttention(self.self_attn), self.norm1, self.dropout1, c.norm_first),
+                       Residual(CrossAttention(self.cross_attn), self.norm2, self.dropout2, c.norm_first),
+                       Residual(self.feed_forward, self.norm3, self.dropout3, c.norm_first))
 
     def forward(self, y, memory, self_mask, cross_mask):
         """y (B, T, d) target positions, memory (B, S, d) encoder output -> (B, T, d)."""
-        if self.norm_first:
-            y = y + self.dropout1.forward(self.self_attn.forward(self.norm1.forward(y), mask=self_mask))
-            y = y + self.dropout2.forward(self.cross_attn.forward(self.norm2.forward(y), memory, cross_mask))
-            return y + self.dropout3.forward(self.feed_forward.forward(self.norm3.forward(y)))
-        y = self.norm1.forward(y + self.dropout1.forward(self.self_attn.forward(y, mask=self_mask)))
-        y = self.norm2.forward(y + self.dropout2.forward(self.cross_attn.forward(y, memory, cross_mask)))
-        return self.norm3.forward(y + self.dropout3.forward(self.feed_forward.forward(y)))
+        self_attention, cross_attention, feed_forward = self.blocks
+        y = self_attention.forward(y, self_mask)
+        y = cross_attention.forward(y, memory, cross_mask)
+        return feed_forward.forward(y)
 
     def backward(self, dout):
         """Returns ``(dy, dmemory)``: the gradient of the layer input and of the encoder output."""
-        if self.norm_first:
-            dy = dout + self.norm3.backward(self.feed_forward.backward(self.dropout3.backward(dout)))
-            dq, dmemory = self.cross_attn.backward(self.dropout2.backward(dy))
-            dy = dy + self.norm2.backward(dq)
-            da, _ = self.self_attn.backward(self.dropout1.backward(dy))
-            return dy + self.norm1.backward(da), dmemory
-        ds = self.norm3.backward(dout)
-        dy = ds + self.feed_forward.backward(self.dropout3.backward(ds))
-        ds = self.norm2.backward(dy)
-        dq, dmemory = self.cross_attn.backward(self.dropout2.backward(ds))
-        dy = ds + dq
-        ds = self.norm1.backward(dy)
-        da, _ = self.self_attn.backward(self.dropout1.backward(ds))
-        return ds + da, dmemory
-
-    # -- incremental decoding (inference only, no backward) ---------------------------
-    def step(self, y, cache, cross_mask):
-        """One new position: ``y`` (B, 1, d). ``cache`` holds this layer's keys and values
-        (see :class:`DecoderCache`); the new token's key and value are appended to it."""
-        if self.norm_first:
-            y = y + self._cached_self_attention(self.norm1.forward(y), cache)
-            y = y + self._cached_cross_attention(self.norm2.forward(y), cache, cross_mask)
-            return y + self.feed_forward.forward(self.norm3.forward(y))
-        y = self.norm1.forward(y + self._cached_self_attention(y, cache))
-        y = self.norm2.forward(y + self._cached_cross_attention(y, cache, cross_mask))
-        return self.norm3.forward(y + self.feed_forward.forward(y))
-
-    def _cached_self_attention(self, y, cache):
-        q, k, v = self.self_attn.project_self(y)
-        keys, values = cache.append_self(k, v)
-        return self.self_attn.attend(q, keys, values)
-
-    def _cached_cross_attention(self, y, cache, cross_mask):
-        return self.cross_attn.attend(self.cross_attn.project_queries(y), cache.memory_k, cache.memory_v,
-                                      cross_mask)
+        self_attention, cross_attention, feed_forward = self.blocks
+        dy = feed_forward.backward(dout)
+        dy, dmemory = cross_attention.backward(dy)
+        return self_attention.backward(dy), dmemory
 
 
 # --------------------------------------------------------------------------------------
@@ -278,45 +325,6 @@ class Decoder(Module):
             dmemory = dmemory + dmem
         return dy, dmemory
 
-    def step(self, y, caches, cross_mask):
-        for layer, cache in zip(self.layers, caches):
-            y = layer.step(y, cache, cross_mask)
-        return y if self.final_norm is None else self.final_norm.forward(y)
-
-
-class DecoderCache:
-    """One decoder layer's keys and values during incremental decoding.
-
-    Self-attention keys and values grow by one position a step; they live in arrays
-    allocated once for ``max_len`` positions, so a step writes one slice instead of
-    copying the whole history. Cross-attention keys and values depend only on the source,
-    so they are computed once, before the first step.
-    """
-
-    def __init__(self, memory_k, memory_v, max_len):
-        xp = _backend.get_array_module(memory_k)
-        b, h, _, dk = memory_k.shape
-        self.memory_k, self.memory_v = memory_k, memory_v
-        self.k = xp.empty((b, h, max_len, dk), dtype=memory_k.dtype)
-        self.v = xp.empty((b, h, max_len, dk), dtype=memory_k.dtype)
-        self.length = 0
-
-    def append_self(self, k, v):
-        t = self.length
-        if t + k.shape[2] > self.k.shape[2]:
-            raise ValueError(f"decoding past the cache's max_len={self.k.shape[2]}")
-        self.k[:, :, t:t + k.shape[2]] = k
-        self.v[:, :, t:t + k.shape[2]] = v
-        self.length = t + k.shape[2]
-        return self.k[:, :, :self.length], self.v[:, :, :self.length]
-
-    def reorder(self, index):
-        """Keep the rows ``index`` (beam search: follow the surviving beams).
-
-        Only the self-attention keys and values move: a beam's new parent is always a beam
-        of the same source, whose cross-attention keys and values are the same rows."""
-        self.k, self.v = self.k[index], self.v[index]
-
 
 # --------------------------------------------------------------------------------------
 # The whole model
@@ -364,17 +372,12 @@ class Transformer(Module):
         if not hasattr(ids, "ndim") or ids.ndim != 2:
             raise ValueError(f"{what} must be a 2-D integer array (batch, length), got "
                              f"{getattr(ids, 'shape', type(ids).__name__)}")
-        if not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"{what} must hold integer token ids, got dtype {ids.dtype}")
         if ids.shape[1] == 0:
             raise ValueError(f"{what} is empty (length 0)")
         if ids.shape[1] > self.config.max_len:
             raise ValueError(f"{what} has length {ids.shape[1]}, longer than the model's "
                              f"max_len={self.config.max_len}")
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= vocab_size:
-            raise ValueError(f"{what} holds ids from {lo} to {hi}, but the vocabulary has ids 0 to "
-                             f"{vocab_size - 1}")
+        check_token_ids(what, ids, vocab_size)
 
     # -- the pieces, usable alone (decoding uses them) --------------------------------
     def encode(self, src_ids):
@@ -392,15 +395,17 @@ class Transformer(Module):
                              f"{memory.shape[0]}")
         y = self.tgt_dropout.forward(self.tgt_pos.forward(self.tgt_embed.forward(tgt_in_ids)))
         h = self.decoder.forward(y, memory, decoder_self_mask(tgt_in_ids, self.config.pad_id), src_mask)
-        return self._project(h)
+        return self.project(h)
 
-    def _project(self, h):
+    def project(self, h):
+        """Decoder output h (B, T, d) -> logits (B, T, V)."""
         if self.output is not None:
             return self.output.forward(h)
         logits, self._out_cache = F.linear_forward(h, self.tgt_embed.weight.data.T, self.output_bias.data)
         return logits
 
-    def _project_backward(self, dlogits):
+    def project_backward(self, dlogits):
+        """dh from dlogits; adds the output projection's gradients."""
         if self.output is not None:
             return self.output.backward(dlogits)
         dh, dw_t, db = F.linear_backward(dlogits, self._out_cache)
@@ -416,30 +421,13 @@ class Transformer(Module):
 
     def backward(self, dlogits):
         """The forward pass in reverse; adds every parameter's gradient into ``.grad``."""
-        dh = self._project_backward(dlogits)
+        dh = self.project_backward(dlogits)
         dy, dmemory = self.decoder.backward(dh)
         dy = self.tgt_pos.backward(self.tgt_dropout.backward(dy))
         self.tgt_embed.backward(dy)
         dx = self.encoder.backward(dmemory)
         dx = self.src_pos.backward(self.src_dropout.backward(dx))
         self.src_embed.backward(dx)
-
-    # -- incremental decoding -----------------------------------------------------------
-    def start_decoding(self, memory, src_mask, max_len):
-        """Per-layer caches for :meth:`decode_step`, cross-attention keys/values computed once."""
-        caches = []
-        for layer in self.decoder.layers:
-            k, v = layer.cross_attn.project_memory(memory)
-            caches.append(DecoderCache(k, v, max_len))
-        return caches
-
-    def decode_step(self, token_ids, caches, src_mask):
-        """Logits (B, V) for the next token, given the newest token ids (B,) of each sequence."""
-        position = caches[0].length if caches else 0
-        ids = token_ids.reshape(-1, 1)
-        y = self.tgt_pos.forward(self.tgt_embed.forward(ids), start=position)
-        h = self.decoder.step(y, caches, src_mask)
-        return self._project(h)[:, 0]
 
     def extra_repr(self):
         c = self.config

@@ -36,6 +36,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from .validation import check_token_ids
+
 PAD = "<pad>"
 BOS = "<bos>"
 EOS = "<eos>"
@@ -158,13 +160,10 @@ class Vocabulary:
         if array.ndim != 1:
             raise ValueError(f"decode expects one sequence of ids (1-D), got shape "
                              f"{array.shape}; use decode_batch for a batch")
-        if array.size and not np.issubdtype(array.dtype, np.integer):
-            raise ValueError(f"token ids must be integers, got dtype {array.dtype}")
+        if array.size:
+            check_token_ids("Vocabulary.decode", array, len(self.tokens))
         out = []
-        for position, index in enumerate(array.tolist()):
-            if not 0 <= index < len(self.tokens):
-                raise ValueError(f"token id {index} at position {position} (counted from 0) "
-                                 f"is out of range: ids go from 0 to {len(self.tokens) - 1}")
+        for index in array.tolist():
             if strip_special:
                 if index == self.eos_id:
                     break

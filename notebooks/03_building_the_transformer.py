@@ -163,12 +163,16 @@ print("split_heads:", qkv.shape, "->", F.split_heads(qkv, 8).shape, "-> merge_he
 # (post-LN):
 # $$x \leftarrow \operatorname{LayerNorm}\big(x + \operatorname{SelfAttention}(x)\big), \qquad
 #   x \leftarrow \operatorname{LayerNorm}\big(x + \operatorname{FFN}(x)\big).$$
-# Here is the library's code, forward and backward: read the backward from the bottom up
-# and it mirrors the forward line by line. (Dropout sits on each sub-layer's output.)
+# Here is the library's code. The residual block is written once, for every sub-layer of
+# the model, and holds the choice between this arrangement and pre-LN (section 5); an encoder
+# layer is then two blocks. Read each backward from the bottom up and it mirrors its
+# forward line by line. (Dropout sits on each sub-layer's output.)
 
 # %%
-from minitransformer.transformer import DecoderLayer, EncoderLayer
+from minitransformer.transformer import DecoderLayer, EncoderLayer, Residual
 
+print(inspect.getsource(Residual.around))
+print(inspect.getsource(Residual.backward))
 print(inspect.getsource(EncoderLayer.forward))
 print(inspect.getsource(EncoderLayer.backward))
 

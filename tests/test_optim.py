@@ -491,3 +491,20 @@ def test_repr_and_base_class():
     opt = Adam(make_params(), lr=NoamSchedule(16, 4))
     assert "Adam(4 parameters" in repr(opt) and "NoamSchedule" in repr(opt)
     assert isinstance(opt, Optimizer)
+
+
+def test_the_three_modules_are_one_api():
+    """The rules (optim), the state (optim_state) and the schedules (schedules) live apart;
+    every name a training loop imports from minitransformer.optim is still there, and is the
+    same object as in its own module."""
+    from minitransformer import optim, optim_state, schedules
+    assert set(optim.__all__) == {"Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm", "Schedule",
+                                  "ConstantSchedule", "NoamSchedule", "WarmupCosineSchedule",
+                                  "schedule_from_dict", "optimizer_from_state_dict", "OPTIMIZERS",
+                                  "SCHEDULES"}
+    for name in optim.__all__:
+        home = schedules if name in schedules.__all__ else optim_state if name in optim_state.__all__ else optim
+        assert getattr(optim, name) is getattr(home, name), name
+    assert optim.SGD.__module__ == optim.Adam.__module__ == optim.AdamW.__module__ == "minitransformer.optim"
+    assert optim.Optimizer.__module__ == "minitransformer.optim_state"
+    assert optim.NoamSchedule.__module__ == optim.clip_grad_norm.__module__ == "minitransformer.schedules"

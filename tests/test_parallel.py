@@ -143,7 +143,7 @@ def test_malformed_input_gets_the_models_own_message():
     run = DataParallel(make_model(), 2)
     with pytest.raises(ValueError, match="src_ids must be a 2-D integer array"):
         run.forward(np.arange(5), np.ones((5, 3), dtype=np.int64))
-    with pytest.raises(ValueError, match="holds ids from"):
+    with pytest.raises(ValueError, match="src_ids: token ids from"):
         run.forward(np.full((4, 5), 99), np.ones((4, 3), dtype=np.int64))
 
 

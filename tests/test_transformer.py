@@ -2,10 +2,11 @@
 import numpy as np
 import pytest
 
-from minitransformer import Transformer, TransformerConfig
-from minitransformer.decoding import beam_search, greedy_decode
-from minitransformer.gradcheck import numerical_gradient, relative_error
+from minitransformer import Transformer, TransformerConfig, nn
+from minitransformer.decoding import beam_search, decode_step, greedy_decode, start_decoding
+from minitransformer.gradcheck import check_module, numerical_gradient, relative_error
 from minitransformer.losses import CrossEntropyLoss
+from minitransformer.transformer import CrossAttention, Residual, SelfAttention, padding_mask
 
 PAD, BOS, EOS = 0, 1, 2
 
@@ -50,6 +51,65 @@ def test_whole_model_gradient_check(backend_name, norm_first, tie):
     assert max(worst.values()) <= 1e-6, sorted(worst.items(), key=lambda kv: -kv[1])[:3]
 
 
+def _block(kind, norm_first, rng, d=8):
+    """A residual block of each kind on its own, float64, dropout off; its forward inputs."""
+    x = rng.standard_normal((2, 5, d))
+    if kind == "feed-forward":
+        sublayer, inputs = nn.FeedForward(d, 12, rng=rng, dtype="float64"), (x,)
+    else:
+        attention = nn.MultiHeadAttention(d, 2, rng=rng, dtype="float64")
+        ids = rng.integers(3, 9, (2, 4 if kind == "cross-attention" else 5))
+        ids[1, 2:] = PAD
+        mask = padding_mask(ids, PAD)
+        if kind == "self-attention":
+            sublayer, inputs = SelfAttention(attention), (x, mask)
+        else:
+            sublayer, inputs = CrossAttention(attention), (x, rng.standard_normal((2, 4, d)), mask)
+    norm = nn.LayerNorm(d, dtype="float64")
+    norm.gamma.data[:] = rng.uniform(0.5, 1.5, d)         # not the identity at initialisation
+    norm.beta.data[:] = rng.uniform(-0.5, 0.5, d)
+    return Residual(sublayer, norm, nn.Dropout(0.0), norm_first), inputs
+
+
+@pytest.mark.parametrize("norm_first", [False, True], ids=["post-LN", "pre-LN"])
+@pytest.mark.parametrize("kind", ["self-attention", "cross-attention", "feed-forward"])
+def test_residual_block_gradient_check(kind, norm_first):
+    """dx = dy + J^T dy for every sub-layer in both arrangements; cross-attention also
+    returns the memory's gradient (input[1])."""
+    block, inputs = _block(kind, norm_first, np.random.default_rng(5))
+    report = check_module(block, *inputs)
+    inputs_checked = ["input[0]", "input[1]"] if kind == "cross-attention" else ["input[0]"]
+    assert list(report.errors) == inputs_checked + [n for n, _ in block.named_parameters()]
+    assert max(report.errors.values()) < 1e-8, report
+
+
+@pytest.mark.parametrize("norm_first", [False, True], ids=["post-LN", "pre-LN"])
+def test_residual_block_is_the_arrangement_written_out(norm_first):
+    block, (x,) = _block("feed-forward", norm_first, np.random.default_rng(6))
+    f, norm = block.sublayer, block.norm
+    expected = x + f.forward(norm.forward(x)) if norm_first else norm.forward(x + f.forward(x))
+    np.testing.assert_array_equal(block.forward(x), expected)
+
+
+def test_parameter_names_and_order_are_those_of_saved_checkpoints():
+    """The residual blocks own nothing: a checkpoint finds every parameter under the name it
+    was saved with, and an optimiser state (kept by parameter index) in the same order."""
+    layers = ["self_attn.w_in", "self_attn.b_in", "self_attn.w_out", "self_attn.b_out", "norm1.gamma",
+              "norm1.beta"]
+    ffn = ["feed_forward.linear1.weight", "feed_forward.linear1.bias", "feed_forward.linear2.weight",
+           "feed_forward.linear2.bias"]
+    cross = [n.replace("self_attn", "cross_attn").replace("norm1", "norm2") for n in layers]
+    for norm_first in (False, True):
+        final = ["final_norm.gamma", "final_norm.beta"] if norm_first else []
+        expected = (["src_embed.weight", "tgt_embed.weight"]
+                    + ["encoder.layers.0." + n for n in layers + ffn + ["norm2.gamma", "norm2.beta"]]
+                    + ["encoder." + n for n in final]
+                    + ["decoder.layers.0." + n for n in layers + cross + ffn + ["norm3.gamma", "norm3.beta"]]
+                    + ["decoder." + n for n in final] + ["output.weight", "output.bias"])
+        model = Transformer(small_config(n_encoder_layers=1, n_decoder_layers=1, norm_first=norm_first))
+        assert [n for n, _ in model.named_parameters()] == expected
+
+
 def test_padding_does_not_change_real_outputs():
     model = Transformer(small_config(dtype="float64"))
     rng = np.random.default_rng(1)
@@ -87,13 +147,29 @@ def test_kv_cache_gives_the_same_tokens(backend_name, norm_first, dtype):
     assert beam_search(model, src, bos_id=BOS, eos_id=EOS, max_len=15, beam_width=1) == cached
 
 
+@pytest.mark.parametrize("norm_first", [False, True], ids=["post-LN", "pre-LN"])
+def test_decode_step_gives_the_logits_of_the_whole_prefix(norm_first):
+    model = Transformer(small_config(norm_first=norm_first, dtype="float64")).eval()
+    rng = np.random.default_rng(3)
+    src = rng.integers(3, 9, (3, 6))
+    src[1, 4:] = PAD
+    tokens = np.concatenate([np.full((3, 1), BOS), rng.integers(3, 7, (3, 5))], axis=1)
+    memory, src_mask = model.encode(src)
+    caches = start_decoding(model, memory, src_mask, max_len=6)
+    for t in range(6):
+        step = decode_step(model, tokens[:, t], caches, src_mask)
+        whole = model.decode(tokens[:, :t + 1], memory, src_mask)[:, -1]
+        np.testing.assert_allclose(step, whole, rtol=0, atol=1e-12)
+
+
 def test_bad_ids_are_clear_errors():
     model = Transformer(small_config())
-    with pytest.raises(ValueError, match=r"src_ids holds ids from 3 to 9, but the vocabulary has ids 0 to 8"):
+    with pytest.raises(ValueError, match=r"src_ids: token ids from 3 to 9, but valid ids are 0 to 8 "
+                                         r"\(vocabulary size 9\); token id 9 at position \(0, 1\)"):
         model.forward(np.array([[3, 9]]), np.array([[BOS]]))
     with pytest.raises(ValueError, match="2-D integer array"):
         model.forward(np.array([3, 4]), np.array([[BOS]]))
-    with pytest.raises(ValueError, match="integer token ids"):
+    with pytest.raises(ValueError, match="token ids must be integers"):
         model.forward(np.array([[3.0, 4.0]]), np.array([[BOS]]))
     with pytest.raises(ValueError, match="longer than the model's max_len=32"):
         model.forward(np.full((1, 40), 3), np.array([[BOS]]))

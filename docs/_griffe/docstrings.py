@@ -19,8 +19,8 @@ import re
 import griffe
 
 #: Modules rendered in docs/api/: a role naming an object in one of them becomes a link.
-RENDERED_MODULES = ("backend", "functional", "module", "nn", "losses", "transformer", "decoding",
-                    "optim", "training", "checkpoint", "gradcheck", "interop", "vocab", "plotting",
+RENDERED_MODULES = ("backend", "functional", "module", "nn", "validation", "losses", "transformer", "decoding",
+                    "optim", "optim_state", "schedules", "training", "checkpoint", "gradcheck", "interop", "vocab", "plotting",
                     "codon")
 
 _ROLE = re.compile(r":(?:py:)?(?:func|class|mod|meth|data|attr|exc|obj):`(~?)\.?([^`]+)`")
