@@ -365,7 +365,10 @@ class Transformer(Module):
         self._cache = None
 
     def _move_buffers(self, backend_name, dtype, memo):
-        self.dropout_rng = self.src_dropout.rng if id(self.dropout_rng) not in memo else memo[id(self.dropout_rng)]
+        # the model is visited before its layers: move the shared generator here (the memo
+        # hands the layers the same new one), so the one checkpoints save is the one they use
+        self.src_dropout._move_buffers(backend_name, dtype, memo)
+        self.dropout_rng = self.src_dropout.rng
 
     # -- checks ---------------------------------------------------------------------
     def _check_ids(self, ids, what, vocab_size):

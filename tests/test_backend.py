@@ -224,10 +224,7 @@ def test_toy_task_trains_and_evaluates_on_every_backend(backend_name):
     assert trainer.step == 2 and 0.0 <= metrics["exact_match"] <= 1.0
 
 
-def test_moving_a_model_moves_the_dropout_generator_it_saves(backend_name, pending_on_device):
-    pending_on_device("Transformer._move_buffers runs before its layers move their generators, so "
-                      "model.dropout_rng stays the old one (the fix to transformer.py is pending)",
-                      AssertionError)
+def test_moving_a_model_moves_the_dropout_generator_it_saves(backend_name):
     model = Transformer(_config(dropout=0.1), backend="numpy").to(backend_name)
     layer_rngs = {id(m.rng) for _, m in model.named_modules() if hasattr(m, "rng")}
     assert layer_rngs == {id(model.dropout_rng)}       # the one checkpoints save
