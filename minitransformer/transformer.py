@@ -22,7 +22,7 @@ from . import backend as _backend
 from . import functional as F
 from .nn import (ACTIVATIONS, Dropout, Embedding, FeedForward, LayerNorm, Linear, Module, ModuleList,
                  MultiHeadAttention, Parameter, PositionalEncoding, as_generator)
-from .validation import check_token_ids
+from .validation import check_int, check_number, check_token_ids
 
 
 # --------------------------------------------------------------------------------------
@@ -55,18 +55,30 @@ class TransformerConfig:
         self.validate()
 
     def validate(self) -> None:
+        """ValueError listing every field of the wrong type or value (a bool is not a number,
+        ``norm_first='no'`` is not a bool: types are checked, not only values)."""
         problems = []
+
+        def check(rule, *args, **kwargs):
+            try:
+                rule(*args, **kwargs)
+            except ValueError as exc:
+                problems.append(str(exc))
+
         for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_len"):
-            if not isinstance(getattr(self, name), (int, np.integer)) or getattr(self, name) < 1:
-                problems.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("n_encoder_layers", "n_decoder_layers"):
-            if not isinstance(getattr(self, name), (int, np.integer)) or getattr(self, name) < 0:
-                problems.append(f"{name} must be a non-negative integer, got {getattr(self, name)!r}")
+            check(check_int, name, getattr(self, name), minimum=1)
+        for name in ("n_encoder_layers", "n_decoder_layers", "pad_id", "seed"):
+            check(check_int, name, getattr(self, name), minimum=0)
+        for name in ("dropout", "attention_dropout"):
+            value = getattr(self, name)
+            check(check_number, name, value)
+            if isinstance(value, (int, float, np.integer, np.floating)) and not 0.0 <= value < 1.0:
+                problems.append(f"{name} must be in [0, 1), got {value}")
+        for name in ("norm_first", "tie_embeddings", "learned_positions", "scale_embeddings"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                problems.append(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not problems and self.d_model % self.n_heads:
             problems.append(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
-        for name in ("dropout", "attention_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                problems.append(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.activation not in ACTIVATIONS:
             problems.append(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
         if self.dtype not in ("float32", "float64"):
@@ -375,6 +387,8 @@ class Transformer(Module):
         if not hasattr(ids, "ndim") or ids.ndim != 2:
             raise ValueError(f"{what} must be a 2-D integer array (batch, length), got "
                              f"{getattr(ids, 'shape', type(ids).__name__)}")
+        if ids.shape[0] == 0:
+            raise ValueError(f"{what} is a batch of zero sequences; give at least one")
         if ids.shape[1] == 0:
             raise ValueError(f"{what} is empty (length 0)")
         if ids.shape[1] > self.config.max_len:

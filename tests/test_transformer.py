@@ -192,3 +192,22 @@ def test_same_seed_same_model_and_same_dropout():
     np.testing.assert_array_equal(a.forward(src, tgt_in), b.forward(src, tgt_in))
     c = Transformer(small_config(dropout=0.3, seed=4))
     assert not np.array_equal(a.forward(src, tgt_in), c.forward(src, tgt_in))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("norm_first", "no", "norm_first must be True or False, got 'no'"),
+    ("d_model", True, "d_model must be an integer, got True"),
+    ("seed", -1, "seed must be >= 0, got -1"),
+    ("seed", "abc", "seed must be an integer, got 'abc'"),
+    ("dropout", "0.1", "dropout must be a number"),
+    ("tie_embeddings", 1, "tie_embeddings must be True or False"),
+])
+def test_config_checks_types_not_only_values(field, value, message):
+    with pytest.raises(ValueError, match=f"invalid TransformerConfig: .*{message}"):
+        small_config(**{field: value})
+
+
+def test_a_batch_of_zero_sequences_is_a_clear_error():
+    model = Transformer(small_config())
+    with pytest.raises(ValueError, match="src_ids is a batch of zero sequences"):
+        model.forward(np.zeros((0, 5), dtype=np.int64), np.zeros((0, 4), dtype=np.int64))
