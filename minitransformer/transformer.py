@@ -13,94 +13,14 @@ with a cache of keys and values, is in :mod:`~minitransformer.decoding`.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
-
 import numpy as np
 
 from . import backend as _backend
 from . import functional as F
-from .nn import (ACTIVATIONS, Dropout, Embedding, FeedForward, LayerNorm, Linear, Module, ModuleList,
+from .nn import (Dropout, Embedding, FeedForward, LayerNorm, Linear, Module, ModuleList,
                  MultiHeadAttention, Parameter, PositionalEncoding, as_generator)
-from .validation import check_int, check_number, check_token_ids
-
-
-# --------------------------------------------------------------------------------------
-# Configuration
-# --------------------------------------------------------------------------------------
-@dataclass
-class TransformerConfig:
-    """Everything needed to rebuild a model (saved as JSON inside checkpoints)."""
-
-    src_vocab_size: int
-    tgt_vocab_size: int
-    d_model: int = 128
-    n_heads: int = 8
-    d_ff: int = 512
-    n_encoder_layers: int = 3
-    n_decoder_layers: int = 3
-    dropout: float = 0.1            #: on embeddings, sub-layer outputs and inside the FFN
-    attention_dropout: float = 0.0  #: on attention weights (costly; the paper has none)
-    max_len: int = 512              #: longest source or target the positional encoding covers
-    activation: str = "relu"
-    norm_first: bool = False        #: False: the paper's post-LN; True: pre-LN
-    tie_embeddings: bool = False    #: target embedding shared with the output projection
-    learned_positions: bool = False
-    scale_embeddings: bool = True   #: multiply embeddings by sqrt(d_model), as the paper does
-    pad_id: int = 0
-    dtype: str = "float32"
-    seed: int = 0                   #: initial weights and dropout masks
-
-    def __post_init__(self):
-        self.validate()
-
-    def validate(self) -> None:
-        """ValueError listing every field of the wrong type or value (a bool is not a number,
-        ``norm_first='no'`` is not a bool: types are checked, not only values)."""
-        problems = []
-
-        def check(rule, *args, **kwargs):
-            try:
-                rule(*args, **kwargs)
-            except ValueError as exc:
-                problems.append(str(exc))
-
-        for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_len"):
-            check(check_int, name, getattr(self, name), minimum=1)
-        for name in ("n_encoder_layers", "n_decoder_layers", "pad_id", "seed"):
-            check(check_int, name, getattr(self, name), minimum=0)
-        for name in ("dropout", "attention_dropout"):
-            value = getattr(self, name)
-            check(check_number, name, value)
-            if isinstance(value, (int, float, np.integer, np.floating)) and not 0.0 <= value < 1.0:
-                problems.append(f"{name} must be in [0, 1), got {value}")
-        for name in ("norm_first", "tie_embeddings", "learned_positions", "scale_embeddings"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                problems.append(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if not problems and self.d_model % self.n_heads:
-            problems.append(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
-        if self.activation not in ACTIVATIONS:
-            problems.append(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
-        if self.dtype not in ("float32", "float64"):
-            problems.append(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        if not problems and not (0 <= self.pad_id < min(self.src_vocab_size, self.tgt_vocab_size)):
-            problems.append(f"pad_id={self.pad_id} must be a valid id of both vocabularies")
-        if problems:
-            raise ValueError("invalid TransformerConfig: " + "; ".join(problems))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TransformerConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TransformerConfig fields {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+from .config import TransformerConfig
+from .validation import check_token_ids
 
 
 # --------------------------------------------------------------------------------------
