@@ -1,4 +1,5 @@
-"""Every layer against ``torch.nn``, in float64, with the same weights.
+"""Every layer against ``torch.nn``, in float64, with the same weights, on both paths
+through the math (fast and reference).
 
 For each layer we build ours, copy its weights into the PyTorch twin, run both forward on
 the same random input, push the same random upstream gradient back through both (ours by
@@ -32,6 +33,13 @@ RTOL = ATOL = 1e-10
 #: The largest absolute difference seen so far, per layer: a record, not a check (the
 #: check is the assertion in :func:`assert_close`). Printed by ``pytest -s`` at the end.
 WORST_ABS_DIFF: dict[str, float] = {}
+
+
+@pytest.fixture(autouse=True, params=["fast", "reference"])
+def math_path(request, monkeypatch):
+    """Every layer is built on each path through the math (MINITRANSFORMER_MATH)."""
+    monkeypatch.setenv("MINITRANSFORMER_MATH", request.param)
+    return request.param
 
 
 @pytest.fixture(scope="module")
