@@ -370,15 +370,17 @@ def multi_head_attention_forward(x_q, x_kv, w_in, b_in, w_out, b_out, n_heads, m
     by side. ``x_kv=None`` is self-attention: keys and values come from x_q too.
     """
     d = w_out.shape[0]
-    x_kv_or_q = x_q if x_kv is None else x_kv
+    self_attention = x_kv is None
+    if self_attention:
+        x_kv = x_q   # keys and values come from the queries' own sequence
     q, q_cache = linear_forward(x_q, w_in[:, :d], b_in[:d])
-    k, k_cache = linear_forward(x_kv_or_q, w_in[:, d:2 * d], b_in[d:2 * d])
-    v, v_cache = linear_forward(x_kv_or_q, w_in[:, 2 * d:], b_in[2 * d:])
+    k, k_cache = linear_forward(x_kv, w_in[:, d:2 * d], b_in[d:2 * d])
+    v, v_cache = linear_forward(x_kv, w_in[:, 2 * d:], b_in[2 * d:])
     heads, attention_cache = attention_forward(split_heads(q, n_heads), split_heads(k, n_heads),
                                                split_heads(v, n_heads), mask, dropout_p, rng, training)
     out, out_cache = linear_forward(merge_heads(heads), w_out, b_out)
     return out, MultiHeadAttentionCache(q_cache, k_cache, v_cache, attention_cache, out_cache,
-                                        n_heads, x_kv is None)
+                                        n_heads, self_attention)
 
 
 def multi_head_attention_backward(dout, cache):
