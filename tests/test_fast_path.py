@@ -23,6 +23,7 @@ from minitransformer.losses import CrossEntropyLoss
 from minitransformer.module import MATH_ENV_VAR
 from minitransformer.optim import Adam
 from minitransformer.transformer import Transformer, TransformerConfig
+from records import print_worst
 
 SAME = 1e-12     # fast vs reference, float64: only the order of additions differs
 TOL = 1e-7       # finite differences, as in tests/test_gradcheck_layers.py
@@ -35,11 +36,7 @@ WORST: dict[str, float] = {}
 @pytest.fixture(scope="module", autouse=True)
 def _report_worst_errors():
     yield
-    if WORST:
-        width = max(map(len, WORST))
-        print("\nworst relative error, fast path against reference path:")
-        for name, err in sorted(WORST.items()):
-            print(f"  {name:<{width}}  {err:.2e}")
+    print_worst("worst relative error, fast path against reference path", dict(sorted(WORST.items())))
 
 
 def assert_same(function, fast_values, reference_values):

@@ -26,6 +26,7 @@ from minitransformer import backend
 from minitransformer.losses import CrossEntropyLoss
 from minitransformer.nn import (GELU, Dropout, Embedding, FeedForward, LayerNorm, Linear,
                                 MultiHeadAttention, ReLU, Softmax)
+from records import print_worst
 
 TORCH_MISSING = "PyTorch is not installed: pip install torch==2.13.0 (CPU build) to run the parity tests"
 RTOL = ATOL = 1e-10
@@ -50,11 +51,7 @@ def torch():
 @pytest.fixture(scope="module", autouse=True)
 def _report_worst_differences():
     yield
-    if WORST_ABS_DIFF:
-        width = max(map(len, WORST_ABS_DIFF))
-        print("\nworst absolute difference from PyTorch, per layer:")
-        for name, diff in WORST_ABS_DIFF.items():
-            print(f"  {name:<{width}}  {diff:.3e}")
+    print_worst("worst absolute difference from PyTorch, per layer", WORST_ABS_DIFF, ".3e")
 
 
 # --------------------------------------------------------------------------------------
