@@ -58,8 +58,8 @@ def attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, training=True
     Tq x d_v numbers instead of Tq x Tk, and neither the weights nor the dropped weights are
     ever formed. The scale s is applied to q, Tq x d_k numbers, for the same reason. Where
     no score can overflow exp(), the max-subtraction is skipped (:func:`_needs_max_shift`).
-    Measured on one core (docs/performance.md): 1.6x faster than the reference, forward and
-    backward together.
+    Measured on one core, forward and backward of a (64, 8, 92, 16) batch in float32:
+    50 ms for the reference, 27 for this (docs/performance.md).
     """
     keep, keep_scale = _draw_keep(q, k, dropout_p, rng, training)
     return _attention_forward(q, k, v, mask, keep, keep_scale)
@@ -182,7 +182,8 @@ def batched_attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, train
 
     The numbers are those of one call on the whole batch (every sequence attends on its
     own, so cutting the batch changes nothing), but on a CPU with two cores the attention
-    alone measured 2-2.5x faster (less inside a whole training step: docs/performance.md):
+    alone measured 2-2.5x faster (less inside a whole training step), and 1.13x on one core
+    against one call of :func:`attention_forward` (docs/performance.md):
 
     * softmax and its backward pass over the (B, H, Tq, Tk) scores several times; when a
       slice's scores fit in the processor's cache, every pass after the first reads the
@@ -276,7 +277,9 @@ def multi_head_attention_forward(x_q, x_kv, w_in, b_in, w_out, b_out, n_heads, m
     * cross-attention: Q = x_q @ W_Q, and one product x_kv @ [W_K | W_V] gives K and V;
 
     then one copy lays the heads out contiguously, and attention runs through
-    :func:`batched_attention_forward` (cache-sized slices, on threads).
+    :func:`batched_attention_forward` (cache-sized slices, on threads). Measured on one core,
+    forward and backward of self-attention over (64, 92, 128) with 8 heads: 88-101 ms for the
+    reference, 73-79 for this (the projections alone: 31 against 29 ms).
     """
     d_model = w_out.shape[0]
     if x_kv is None:

@@ -54,8 +54,9 @@ def linear_forward(x, w, b=None):
     """:func:`functional.linear_forward`, as one 2-D product.
 
     The leading axes are flattened first (rows = every position of every sequence): NumPy
-    hands that to BLAS in one call, where a 3-D ``x @ W`` loops over the batch in smaller
-    products; the bias is added in place.
+    hands that to BLAS in one call, where a 3-D ``x @ W`` may loop over the batch in smaller
+    products; the bias is added in place. (With NumPy 2.4 the 3-D product measured as fast,
+    10.5 against 10.2 ms at (64, 92, 128) @ (128, 512): the gain is in the backward pass.)
     """
     n_in, n_out = w.shape
     y = x.reshape(-1, n_in) @ w
@@ -71,7 +72,9 @@ def linear_backward(dy, cache):
     writes a (n_out, n_in) result that is then viewed transposed. On an Intel Xeon (AVX-512,
     2 cores) ``x.T @ dy`` ran at 7-23 GFLOP/s against 95 for ``(dy.T @ x).T`` at
     x (5888, 128), dy (5888, 512) float32; on a shared 2-core AMD EPYC both ran at 150-180
-    GFLOP/s (docs/performance.md). db is a product with ones (see the sums above).
+    GFLOP/s (docs/performance.md), so this form costs nothing there. db is a product with
+    ones (see the sums above). With the forward pass's flattening, measured 20.6 ms for the
+    reference backward and 18.7 for this at the shapes above, one core.
     """
     x, w = cache
     n_in, n_out = w.shape
@@ -88,7 +91,8 @@ def linear_backward(dy, cache):
 # --------------------------------------------------------------------------------------
 def layer_norm_forward(x, gamma, beta, eps=1e-5):
     """:func:`functional.layer_norm_forward`, with means as products and no temporary that
-    is not reused in place."""
+    is not reused in place. With its backward pass, measured 3.7 ms for the reference and
+    2.6 for this at (5888, 128) float32 on one core (docs/performance.md)."""
     xp = get_array_module(x)
     mean = _mean_over_last_axis(x)
     xc = x - mean
@@ -117,7 +121,9 @@ def layer_norm_backward(dy, cache):
 
 
 def softmax_forward(x):
-    """:func:`functional.softmax_forward`, in place on one array, the sum as a product."""
+    """:func:`functional.softmax_forward`, in place on one array, the sum as a product
+    (measured 10.5-15.5 ms for the reference, 9.1-11.2 for this, over (64, 8, 92, 92)
+    float32 scores on one core)."""
     xp = get_array_module(x)
     p = x - x.max(axis=-1, keepdims=True)
     xp.exp(p, out=p)
@@ -126,7 +132,8 @@ def softmax_forward(x):
 
 
 def softmax_backward(dp, cache):
-    """:func:`functional.softmax_backward`, in place on one array, the sum as a product."""
+    """:func:`functional.softmax_backward`, in place on one array, the sum as a product
+    (measured as fast as the reference: kept so that the forward's cache has one reader)."""
     p = cache
     dx = dp * p
     dx -= p * _sum_over_last_axis(dx)
@@ -148,6 +155,8 @@ def relu_dropout_linear_forward(h, w, b, p, rng, training=True):
     s W is d_ff x d_model numbers instead of the (rows, d_ff) hidden units, the largest
     array of the layer: one walk through it fewer each way. The mask is drawn exactly as
     :func:`functional.dropout_forward` draws it, so a seed gives the same masks on both paths.
+    With its backward pass, measured 46 ms for the reference's three layers and 34 for this
+    at (64, 92, 512) hidden units, float32, one core (docs/performance.md).
     """
     xp = get_array_module(h)
     d = xp.maximum(h, 0)
