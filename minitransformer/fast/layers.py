@@ -1,4 +1,4 @@
-"""The fast path, layer by layer: linear, layer norm, softmax and the feed-forward's
+"""The fast path, layer by layer: linear, layer norm and the feed-forward's
 ReLU-dropout-linear pair, the same numbers as :mod:`minitransformer.functional`, computed
 faster (see :mod:`minitransformer.fast`).
 """
@@ -87,7 +87,7 @@ def linear_backward(dy, cache):
 
 
 # --------------------------------------------------------------------------------------
-# Layer norm and softmax: the row sums as products
+# Layer norm: the means as products
 # --------------------------------------------------------------------------------------
 def layer_norm_forward(x, gamma, beta, eps=1e-5):
     """:func:`functional.layer_norm_forward`, with means as products and no temporary that
@@ -118,26 +118,6 @@ def layer_norm_backward(dy, cache):
     dx -= xhat * _dot_over_last_axis(dy_xhat, gamma_over_d)
     dx *= rstd
     return dx, dgamma, dbeta
-
-
-def softmax_forward(x):
-    """:func:`functional.softmax_forward`, in place on one array, the sum as a product
-    (measured 10.5-15.5 ms for the reference, 9.1-11.2 for this, over (64, 8, 92, 92)
-    float32 scores on one core)."""
-    xp = get_array_module(x)
-    p = x - x.max(axis=-1, keepdims=True)
-    xp.exp(p, out=p)
-    p /= _sum_over_last_axis(p)
-    return p, p
-
-
-def softmax_backward(dp, cache):
-    """:func:`functional.softmax_backward`, in place on one array, the sum as a product
-    (measured as fast as the reference: kept so that the forward's cache has one reader)."""
-    p = cache
-    dx = dp * p
-    dx -= p * _sum_over_last_axis(dx)
-    return dx
 
 
 # --------------------------------------------------------------------------------------
