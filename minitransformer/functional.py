@@ -1,11 +1,16 @@
-"""The math of every layer: forward and backward passes, side by side.
+"""The math of every layer, as the textbook writes it: forward and backward, side by side.
+
+This is the **reference path**: the code that the derivations in ``docs/backward/`` and the
+course quote, and the code a student steps through in a debugger (run a model on it with
+``model.use_math("reference")`` or ``MINITRANSFORMER_MATH=reference``). The model runs
+:mod:`minitransformer.fast` by default, whose functions compute the same numbers faster
+and are tested equal to these.
 
 Each ``*_forward`` function computes its output and returns ``(out, cache)``, where the
-cache holds exactly what the backward pass needs. Its twin ``*_backward(dout, cache)``,
-right below it, takes the gradient of the loss with respect to ``out`` and returns the
-gradients with respect to the inputs and parameters. The docstrings derive each backward
-pass in the code's own symbols; ``docs/backward/`` walks through the same derivations at
-length.
+cache (a NamedTuple) holds exactly what the backward pass needs. Its twin
+``*_backward(dout, cache)``, right below it, takes the gradient of the loss with respect to
+``out`` and returns the gradients with respect to the inputs and parameters. The docstrings
+derive each backward pass in the code's own symbols.
 
 Conventions:
 
@@ -24,70 +29,37 @@ These functions check nothing: they are the math, kept short. The modules in
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .backend import get_array_module, random_keep_mask, scatter_add_rows
-from .cpu import parallel_threads, run_in_parallel
 
 #: What masked attention scores are set to before the softmax: a large *finite* negative
 #: number, so exp() of it is exactly 0 next to any real score and nothing becomes NaN.
 MASK_VALUE = -1e9
 
-#: Attention scores no larger than this in size need no max-subtraction before exp():
-#: exp(+-64) is 6e27 or 2e-28, inside float32's range (about 1e-38 to 3e38) with room
-#: for a row sum over 10**10 keys.
-SAFE_SCORE = 64.0
 
-
-# Sums along an axis are written as products with a vector of ones, which BLAS computes.
-# NumPy's own reduction over a short last axis (a row of 128 features, 92 attention scores)
-# goes row by row and measured about 4x slower: 0.50 against 0.12 ns per number for a
-# (2944, 128) float32 array on one core (docs/performance.md). The numbers are the same sums,
-# added in another order.
 def _sum_over_leading_axes(a):
-    """Sum over every axis but the last: the gradient of a broadcast bias or scale.
-
-    ``a.reshape(-1, n).sum(axis=0)``, computed as ``ones(rows) @ a``.
-    """
-    xp = get_array_module(a)
-    rows = a.reshape(-1, a.shape[-1])
-    return xp.ones(rows.shape[0], dtype=a.dtype) @ rows
-
-
-def _dot_over_last_axis(a, w):
-    """``(a * w).sum(axis=-1, keepdims=True)`` for a (..., n) and a vector w (n,), as ``a @ w``."""
-    n = a.shape[-1]
-    return (a.reshape(-1, n) @ w).reshape(a.shape[:-1] + (1,))
-
-
-def _sum_over_last_axis(a):
-    """``a.sum(axis=-1, keepdims=True)``, as ``a @ ones(n)``."""
-    xp = get_array_module(a)
-    return _dot_over_last_axis(a, xp.ones(a.shape[-1], dtype=a.dtype))
-
-
-def _mean_over_last_axis(a):
-    """``a.mean(axis=-1, keepdims=True)``, as ``a @ (ones(n) / n)``."""
-    xp = get_array_module(a)
-    return _dot_over_last_axis(a, xp.full(a.shape[-1], 1.0 / a.shape[-1], dtype=a.dtype))
+    """Sum over every axis but the last: the gradient of a bias or scale that was
+    broadcast over every position."""
+    return a.reshape(-1, a.shape[-1]).sum(axis=0)
 
 
 # --------------------------------------------------------------------------------------
 # Linear: y = x W + b
 # --------------------------------------------------------------------------------------
-def linear_forward(x, w, b=None):
-    """y = x @ W + b, with x (..., n_in), W (n_in, n_out), b (n_out,).
+class LinearCache(NamedTuple):
+    x: Any   # the input (..., n_in)
+    w: Any   # the weight (n_in, n_out)
 
-    The leading axes are flattened first, so the product is one large 2-D matrix product
-    (rows = every position of every sequence): NumPy hands that to BLAS in one call,
-    where a 3-D ``x @ W`` would loop over the batch in smaller products.
-    """
-    n_in, n_out = w.shape
-    y = x.reshape(-1, n_in) @ w
+
+def linear_forward(x, w, b=None):
+    """y = x @ W + b, with x (..., n_in), W (n_in, n_out), b (n_out,)."""
+    y = x @ w
     if b is not None:
-        y += b
-    return y.reshape(x.shape[:-1] + (n_out,)), (x, w)
+        y = y + b
+    return y, LinearCache(x, w)
 
 
 def linear_backward(dy, cache):
@@ -103,23 +75,25 @@ def linear_backward(dy, cache):
     """
     x, w = cache
     n_in, n_out = w.shape
-    x2 = x.reshape(-1, n_in)
-    dy2 = dy.reshape(-1, n_out)
-    dx = (dy2 @ w.T).reshape(x.shape)
-    dw = x2.T @ dy2
-    db = _sum_over_leading_axes(dy2)
+    dx = dy @ w.T
+    dw = x.reshape(-1, n_in).T @ dy.reshape(-1, n_out)
+    db = _sum_over_leading_axes(dy)
     return dx, dw, db
 
 
 # --------------------------------------------------------------------------------------
 # Embedding: y = E[ids] * scale
 # --------------------------------------------------------------------------------------
+class EmbeddingCache(NamedTuple):
+    ids: Any           # the token ids (...)
+    table_shape: tuple  # (vocabulary, d_model)
+    scale: float
+
+
 def embedding_forward(ids, table, scale=1.0):
     """y[..., :] = E[ids[...], :] * scale: a row look-up (scale = sqrt(d_model) in the paper)."""
-    y = table[ids]
-    if scale != 1.0:
-        y *= scale
-    return y, (ids, table.shape, scale)
+    y = table[ids] * scale
+    return y, EmbeddingCache(ids, table.shape, scale)
 
 
 def embedding_backward(dy, cache, padding_idx=None):
@@ -130,10 +104,9 @@ def embedding_backward(dy, cache, padding_idx=None):
     The row of the padding token, if any, gets no gradient: padding carries no meaning.
     Returns ``dE`` (the ids are integers and have no gradient).
     """
-    ids, table_shape, scale = cache
     xp = get_array_module(dy)
-    dtable = xp.zeros(table_shape, dtype=dy.dtype)
-    scatter_add_rows(dtable, ids, dy * scale if scale != 1.0 else dy)
+    dtable = xp.zeros(cache.table_shape, dtype=dy.dtype)
+    scatter_add_rows(dtable, cache.ids, dy * cache.scale)
     if padding_idx is not None:
         dtable[padding_idx] = 0
     return dtable
@@ -160,6 +133,12 @@ def sinusoidal_positional_encoding(max_len, d_model, dtype=np.float64):
 # --------------------------------------------------------------------------------------
 # Layer normalisation
 # --------------------------------------------------------------------------------------
+class LayerNormCache(NamedTuple):
+    xhat: Any    # the normalised input (x - mean) * rstd
+    rstd: Any    # 1 / sqrt(var + eps), one per position (..., 1)
+    gamma: Any   # the scale (D,)
+
+
 def layer_norm_forward(x, gamma, beta, eps=1e-5):
     """y = gamma * xhat + beta, xhat = (x - mean) * rstd, rstd = 1 / sqrt(var + eps).
 
@@ -167,15 +146,12 @@ def layer_norm_forward(x, gamma, beta, eps=1e-5):
     every position.
     """
     xp = get_array_module(x)
-    mean = _mean_over_last_axis(x)
-    xc = x - mean
-    var = _mean_over_last_axis(xc * xc)
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
     rstd = 1.0 / xp.sqrt(var + eps)
-    xhat = xc
-    xhat *= rstd
-    y = xhat * gamma
-    y += beta
-    return y, (xhat, rstd, gamma)
+    xhat = (x - mean) * rstd
+    y = gamma * xhat + beta
+    return y, LayerNormCache(xhat, rstd, gamma)
 
 
 def layer_norm_backward(dy, cache):
@@ -192,16 +168,10 @@ def layer_norm_backward(dy, cache):
     Returns ``(dx, dgamma, dbeta)``.
     """
     xhat, rstd, gamma = cache
-    dy_xhat = dy * xhat
-    dgamma = _sum_over_leading_axes(dy_xhat)
+    g = dy * gamma
+    dx = rstd * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+    dgamma = _sum_over_leading_axes(dy * xhat)
     dbeta = _sum_over_leading_axes(dy)
-    # mean(g) = mean(dy * gamma) is the product dy @ (gamma / D), and mean(g * xhat) is
-    # dy_xhat @ (gamma / D): neither needs g itself
-    gamma_over_d = gamma / gamma.shape[-1]
-    dx = dy * gamma
-    dx -= _dot_over_last_axis(dy, gamma_over_d)
-    dx -= xhat * _dot_over_last_axis(dy_xhat, gamma_over_d)
-    dx *= rstd
     return dx, dgamma, dbeta
 
 
@@ -209,7 +179,7 @@ def layer_norm_backward(dy, cache):
 # Activations
 # --------------------------------------------------------------------------------------
 def relu_forward(x):
-    """y = max(x, 0)."""
+    """y = max(x, 0). The cache is y itself."""
     xp = get_array_module(x)
     y = xp.maximum(x, 0)
     return y, y
@@ -224,37 +194,41 @@ def relu_backward(dy, cache):
 _GELU_C = math.sqrt(2.0 / math.pi)
 
 
+class GeluCache(NamedTuple):
+    x: Any   # the input
+    t: Any   # tanh(c (x + 0.044715 x^3))
+
+
 def gelu_forward(x):
     """GELU, tanh form: y = x/2 * (1 + tanh(c (x + 0.044715 x^3))), c = sqrt(2/pi).
 
     This is PyTorch's ``gelu(approximate="tanh")`` and the form GPT-2 used.
     """
     xp = get_array_module(x)
-    t = xp.tanh(_GELU_C * (x + 0.044715 * x * x * x))
+    t = xp.tanh(_GELU_C * (x + 0.044715 * x ** 3))
     y = 0.5 * x * (1.0 + t)
-    return y, (x, t)
+    return y, GeluCache(x, t)
 
 
 def gelu_backward(dy, cache):
     """dy/dx = (1 + t)/2 + x/2 * (1 - t^2) * c * (1 + 3 * 0.044715 x^2), t as in the forward."""
     x, t = cache
-    dt = _GELU_C * (1.0 + 3 * 0.044715 * x * x)
-    return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dt)
+    dt = _GELU_C * (1.0 + 3 * 0.044715 * x ** 2)
+    return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t ** 2) * dt)
 
 
 # --------------------------------------------------------------------------------------
 # Softmax
 # --------------------------------------------------------------------------------------
 def softmax_forward(x):
-    """p = exp(x - max x) / sum exp(x - max x) along the last axis.
+    """p = exp(x - max x) / sum exp(x - max x) along the last axis. The cache is p.
 
     Subtracting the maximum changes nothing mathematically (it cancels in the ratio)
     but keeps exp() from overflowing: the largest exponent is exp(0) = 1.
     """
     xp = get_array_module(x)
-    p = x - x.max(axis=-1, keepdims=True)
-    xp.exp(p, out=p)
-    p /= _sum_over_last_axis(p)
+    e = xp.exp(x - x.max(axis=-1, keepdims=True))
+    p = e / e.sum(axis=-1, keepdims=True)
     return p, p
 
 
@@ -265,53 +239,52 @@ def softmax_backward(dp, cache):
     multiplying it by dp never needs the matrix.
     """
     p = cache
-    dx = dp * p
-    dx -= p * _sum_over_last_axis(dx)
-    return dx
+    return p * (dp - (dp * p).sum(axis=-1, keepdims=True))
 
 
 # --------------------------------------------------------------------------------------
 # Dropout
 # --------------------------------------------------------------------------------------
-def dropout_forward(x, p, rng, training=True, rescale=True):
-    """Inverted dropout: y = x * m, m = 1/(1-p) with probability 1-p, else 0.
+class DropoutCache(NamedTuple):
+    keep: Any      # booleans, True where a unit was kept
+    scale: float   # 1 / P(keep)
 
-    Scaling the kept units at training time keeps E[y] = x, so evaluation is the
-    identity. ``rng`` is a seeded generator of x's backend: the same seed gives the same
-    masks. The mask is kept as booleans ``keep`` and a number ``scale``, one over the
-    probability of keeping a unit (1/(1-p) to within 1e-5), so m = keep * scale (a quarter
-    of the memory of a float mask; see :func:`~minitransformer.backend.random_keep_mask`
-    for how ``keep`` is drawn).
 
-    With ``rescale=False`` the output is ``x * keep`` and the caller applies ``scale``
-    where it is cheaper: a linear layer that follows can take it in its weight,
-    (x * keep * scale) @ W = (x * keep) @ (scale * W) (:class:`~minitransformer.nn.FeedForward`
-    does). The cache is ``(keep, scale, rescale)``, or None when dropout is off.
+def dropout_forward(x, p, rng, training=True):
+    """Inverted dropout: y = x * m, m = keep * scale, scale = 1 / P(keep).
+
+    Each unit is kept with probability about 1 - p. Scaling the kept units at training
+    time keeps E[y] = x, so evaluation is the identity. ``rng`` is a seeded generator of
+    x's backend: the same seed gives the same masks (see
+    :func:`~minitransformer.backend.random_keep_mask` for how ``keep`` is drawn: booleans,
+    a quarter of the memory of a float mask). The cache is None when dropout is off.
     """
     if not training or p == 0.0:
         return x, None
     keep, scale = random_keep_mask(rng, x.shape, p)
-    y = x * keep
-    if rescale:
-        y *= scale
-    return y, (keep, scale, rescale)
+    return x * keep * scale, DropoutCache(keep, scale)
 
 
 def dropout_backward(dy, cache):
-    """dx = dy * m: the same units are dropped and scaled on the way back (not scaled, if
-    the forward pass left the scale to the caller)."""
+    """dx = dy * m: the same units are dropped and scaled on the way back."""
     if cache is None:
         return dy
-    keep, scale, rescale = cache
-    dx = dy * keep
-    if rescale:
-        dx *= scale
-    return dx
+    return dy * cache.keep * cache.scale
 
 
 # --------------------------------------------------------------------------------------
 # Scaled dot-product attention
 # --------------------------------------------------------------------------------------
+class AttentionCache(NamedTuple):
+    q: Any                # (..., Tq, d_k)
+    k: Any                # (..., Tk, d_k)
+    v: Any                # (..., Tk, d_v)
+    weights: Any          # A = softmax(S), (..., Tq, Tk)
+    dropped: Any          # A' = dropout(A), what multiplies V
+    dropout_cache: Any    # DropoutCache, or None without dropout
+    scale: float          # s = 1 / sqrt(d_k)
+
+
 def attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, training=True):
     """out = softmax(Q K^T / sqrt(d_k) + mask) V, over the last two axes.
 
@@ -319,200 +292,45 @@ def attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, training=True
     where ``...`` is usually (batch, heads). ``mask`` is boolean, broadcastable to
     (..., Tq, Tk), True where a query may attend to a key. Masked scores are set to
     :data:`MASK_VALUE` before the softmax, so they get exactly zero weight. A query that
-    may attend to *no* key gets all-zero weights (and a zero output) rather than NaN.
-    Optional dropout acts on the attention weights.
-
-    Written with the functions above, the forward pass is::
-
-        scores = (q * s) @ k^T                     # s = 1 / sqrt(d_k)
-        weights, _ = softmax_forward(scores)       # after masking
-        dropped, _ = dropout_forward(weights, dropout_p, rng, training)
-        out = dropped @ v
-
-    The code computes the same numbers with fewer passes over the (Tq, Tk) scores, the
-    largest arrays of the layer, by moving every factor that is one number per query
-    (per row) to the (Tq, d_v) side of the products. A row of weights is
-    E / r, with E = exp(scores - row max) and r the row's sum, and dropout multiplies
-    by keep / P(keep); so ``out = ((E * keep) @ v) * (1 / (r P(keep)))``: the division
-    touches Tq x d_v numbers instead of Tq x Tk. The scale s is applied to q, Tq x d_k
-    numbers, for the same reason. The cache keeps ``out`` (the backward pass needs it).
+    may attend to *no* key has only masked scores, which the softmax would spread evenly;
+    its weights are set to zero instead (a zero output, never NaN). Optional dropout acts
+    on the attention weights.
     """
     xp = get_array_module(q)
     scale = 1.0 / math.sqrt(q.shape[-1])
-    q_scaled = q * scale
-    scores = q_scaled @ _transposed(k)
-    if mask is not None and bool(mask.all()):
-        mask = None   # nothing is hidden (no padding in this batch): skip a pass over the scores
+    scores = (q @ xp.swapaxes(k, -1, -2)) * scale             # S = s Q K^T
     if mask is not None:
-        xp.copyto(scores, MASK_VALUE, where=~mask)
-    sees_a_key = None if mask is None else mask.any(axis=-1, keepdims=True)
-    # the softmax, with its division by the row sums left for later
-    shift = _needs_max_shift(q_scaled, k, sees_a_key)
-    if shift is True:
-        scores -= scores.max(axis=-1, keepdims=True)
-    elif bool(shift.any()):   # (subtracting 0 from the other matrices' scores changes nothing)
-        scores -= scores.max(axis=-1, keepdims=True) * shift
-    exp_scores = xp.exp(scores, out=scores)
-    inv_row_sums = 1.0 / _sum_over_last_axis(exp_scores)
-    if sees_a_key is not None:
-        inv_row_sums *= sees_a_key   # a query that may see no key: weights 0
-    # dropout on the weights: the mask here, its scale 1/P(keep) in the row factor
-    kept, dropout_cache = dropout_forward(exp_scores, dropout_p, rng, training, rescale=False)
-    row_scale = inv_row_sums if dropout_cache is None else inv_row_sums * dropout_cache[1]
-    out = kept @ v
-    out *= row_scale
-    return out, (q_scaled, k, v, exp_scores, inv_row_sums, kept, dropout_cache, row_scale, out, scale)
-
-
-def _needs_max_shift(q_scaled, k, sees_a_key):
-    """For each (Tq, Tk) matrix of scores, whether the softmax must subtract the row
-    maxima before exp(): a boolean array (..., 1, 1), or True for all of them.
-
-    Not when no score can be larger in size than :data:`SAFE_SCORE`. By Cauchy-Schwarz,
-    |q_i . k_j| <= |q_i| |k_j| <= max_i |q_i| * max_j |k_j|: the norms of two (T, d_k)
-    arrays bound every score of the (Tq, Tk) matrix. The softmax is the same with or
-    without the shift (it cancels in the ratio); only exp()'s range needs it. A query that
-    may see no key has only masked scores, whose exp() is 0 without the shift; its matrix
-    keeps the shift, so that row sums are never 0. The decision is per matrix, so that
-    a batch cut into slices gives the numbers of one call.
-
-    The bound reads every key's d_k numbers, which costs more than the max it saves when
-    there are fewer queries than that (decoding, one query at a time): then the max stays.
-    """
-    if q_scaled.shape[-2] <= q_scaled.shape[-1]:
-        return True
-    q_squared = _sum_over_last_axis(q_scaled * q_scaled).max(axis=-2, keepdims=True)
-    k_squared = _sum_over_last_axis(k * k).max(axis=-2, keepdims=True)
-    needed = q_squared * k_squared > SAFE_SCORE ** 2
-    if sees_a_key is not None:
-        needed = needed | ~sees_a_key.all(axis=-2, keepdims=True)
-    return needed
-
-
-def attention_weights(cache):
-    """The attention weights softmax(scores), (..., Tq, Tk), of an :func:`attention_forward` cache."""
-    exp_scores, inv_row_sums = cache[3], cache[4]
-    return exp_scores * inv_row_sums
+        scores = xp.where(mask, scores, MASK_VALUE)
+    weights, _ = softmax_forward(scores)                       # A = softmax(S)
+    if mask is not None:
+        weights = weights * mask.any(axis=-1, keepdims=True)   # rows that see no key: 0
+    dropped, dropout_cache = dropout_forward(weights, dropout_p, rng, training)
+    out = dropped @ v                                          # out = A' V
+    return out, AttentionCache(q, k, v, weights, dropped, dropout_cache, scale)
 
 
 def attention_backward(dout, cache):
     """Gradients of out = A' V, A' = dropout(A), A = softmax(S), S = s Q K^T, s = 1/sqrt(d_k).
 
-    Walking back through the forward, bottom to top (``m`` is dropout's keep / P(keep)):
+    Walking back through the forward, bottom to top:
 
     * out = A' V:             dA' = dout V^T,  dV = A'^T dout
-    * dropout:                dA = dA' * m
-    * softmax, row by row:    dS = A * (dA - D),  D_i = sum_j dA_ij A_ij
-    * S = s Q K^T:            dQ = s dS K,  dK = s dS^T Q = dS^T (s Q)
+    * dropout:                dA = dropout_backward(dA')
+    * softmax, row by row:    dS = A * (dA - sum_j dA_ij A_ij)   (softmax_backward)
+    * S = s Q K^T:            dQ = s dS K,  dK = s dS^T Q
 
-    As in the forward pass, the code keeps the row factors on the (Tq, d_v) side:
-
-    * D_i = sum_j dA'_ij A'_ij = sum_c dout_ic out_ic, since A' V = out: a sum over d_v
-      numbers per query instead of Tk;
-    * with A = E / r and A' = (E * keep) / (r P(keep)), ``dS = E * ((g V^T) * keep - D / r)``,
-      where g = dout / (r P(keep)) is dout with each row scaled.
-
-    Masked entries have E = 0, so dS = 0 there: no gradient flows to masked keys.
-    Returns ``(dq, dk, dv)``.
+    Masked entries have A = 0, so dS = 0 there: no gradient flows to masked keys, and
+    a row with no key at all (A = 0 everywhere) sends none either. Returns ``(dq, dk, dv)``.
     """
-    q_scaled, k, v, exp_scores, inv_row_sums, kept, dropout_cache, row_scale, out, scale = cache
-    dout_scaled = dout * row_scale                                  # g
-    # A^T B with A a (Tq, Tk) matrix is computed as (B^T A)^T: the same numbers, but BLAS
-    # reads A in its stored order (measured about 20% faster: 2.2 against 2.7 ms for 256
-    # products of 92x92 by 92x16 on one core)
-    dv = _transposed(_transposed(dout_scaled) @ kept)               # (E * keep)^T g
-    dscores = dout_scaled @ _transposed(v)                          # g V^T
-    if dropout_cache is not None:
-        dscores *= dropout_cache[0]                                # keep
-    dscores -= inv_row_sums * _sum_over_last_axis(dout * out)      # D / r
-    dscores *= exp_scores
-    dq = dscores @ k
-    dq *= scale
-    dk = _transposed(_transposed(q_scaled) @ dscores)               # dS^T (s Q)
+    xp = get_array_module(dout)
+    q, k, v, weights, dropped, dropout_cache, scale = cache
+    dv = xp.swapaxes(dropped, -1, -2) @ dout
+    ddropped = dout @ xp.swapaxes(v, -1, -2)
+    dweights = dropout_backward(ddropped, dropout_cache)
+    dscores = softmax_backward(dweights, weights)
+    dq = (dscores @ k) * scale
+    dk = (xp.swapaxes(dscores, -1, -2) @ q) * scale
     return dq, dk, dv
-
-
-def _transposed(a):
-    """Every matrix of a stack transposed (the last two axes swapped): a view, no copy."""
-    return get_array_module(a).swapaxes(a, -1, -2)
-
-
-# --------------------------------------------------------------------------------------
-# Attention of a whole batch: in cache-sized slices, on every core
-# --------------------------------------------------------------------------------------
-#: Attention scores per slice of the batch in :func:`batched_attention_forward`: 2**19
-#: float32 scores are 2 MB, which stays in the processor's cache between the passes of
-#: the softmax and its backward (measured on a 2-core machine: slices of 1, 2 and 4 MB ran
-#: within about 15% of each other, and all well ahead of the whole batch at once).
-SCORES_PER_SLICE = 2 ** 19
-
-
-def batch_slices(batch, scores_per_item, limit=None):
-    """``range(batch)`` cut into near-equal slices of at most ``limit`` scores each
-    (default :data:`SCORES_PER_SLICE`; one slice at least, one item per slice at most)."""
-    limit = SCORES_PER_SLICE if limit is None else limit
-    n = min(batch, max(1, -(-batch * scores_per_item // limit)))
-    bounds = [round(i * batch / n) for i in range(n + 1)]
-    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-def batched_attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, training=True):
-    """:func:`attention_forward` of a batch (B, H, Tq, d), one slice of the batch at a time.
-
-    The numbers are those of one call on the whole batch (every sequence attends on its
-    own, so cutting the batch changes nothing), but on a CPU with two cores the attention
-    alone measured 2-2.5x faster (less inside a whole training step: docs/performance.md):
-
-    * softmax and its backward pass over the (B, H, Tq, Tk) scores several times; when a
-      slice's scores fit in the processor's cache, every pass after the first reads the
-      cache instead of main memory;
-    * slices are independent, so they run on all cores at once
-      (:func:`~minitransformer.cpu.run_in_parallel`); NumPy's element-wise operations
-      alone would use one core.
-
-    On a GPU, or with one thread, the whole batch is one call (with one core, the slices
-    alone measured slower, not faster). With dropout on the attention weights, each slice
-    draws its mask from its own generator, seeded from ``rng``: the masks then depend on
-    how the batch is cut, so a seed gives the same run for the same number of threads.
-    """
-    if get_array_module(q) is not np or parallel_threads() == 1:
-        slices = [slice(None)]
-    else:
-        slices = batch_slices(q.shape[0], q.shape[1] * q.shape[2] * k.shape[2])
-    if len(slices) == 1:
-        out, cache = attention_forward(q, k, v, mask, dropout_p, rng, training)
-        return out, (slices, [cache])
-    rngs = [rng] * len(slices)
-    if training and dropout_p > 0.0:
-        rngs = [np.random.default_rng(seed) for seed in rng.integers(2 ** 63, size=len(slices))]
-    if mask is not None and mask.ndim == 4 and mask.shape[0] > 1:
-        masks = [mask[s] for s in slices]
-    else:
-        masks = [mask] * len(slices)   # the same for every sequence (a causal mask)
-    out = np.empty(q.shape[:-1] + v.shape[-1:], dtype=q.dtype)
-
-    def one_slice(i):
-        s = slices[i]
-        out[s], cache = attention_forward(q[s], k[s], v[s], masks[i], dropout_p, rngs[i], training)
-        return cache
-
-    return out, (slices, run_in_parallel(one_slice, len(slices)))
-
-
-def batched_attention_backward(dout, cache):
-    """:func:`attention_backward`, slice by slice as in the forward pass; ``(dq, dk, dv)``."""
-    slices, caches = cache
-    if len(slices) == 1:
-        return attention_backward(dout, caches[0])
-    grads = run_in_parallel(lambda i: attention_backward(dout[slices[i]], caches[i]), len(slices))
-    return tuple(np.concatenate(parts, axis=0) for parts in zip(*grads))
-
-
-def batched_attention_weights(cache):
-    """The (B, H, Tq, Tk) attention weights kept in a :func:`batched_attention_forward` cache."""
-    slices, caches = cache
-    weights = [attention_weights(c) for c in caches]
-    return weights[0] if len(weights) == 1 else np.concatenate(weights, axis=0)
 
 
 # --------------------------------------------------------------------------------------
@@ -530,72 +348,64 @@ def merge_heads(x):
     return x.transpose(0, 2, 1, 3).reshape(b, t, h * d)
 
 
-def _split_projections(x, n_parts, n_heads):
-    """(B, T, n*H*d) -> n_parts arrays (B, H, T, d), with one copy for all of them.
-
-    The fused projection lays out [Q | K | V] along the features; viewing them as
-    (B, T, n, H, d) and moving axes to (n, B, H, T, d) turns each head of each of Q, K, V
-    into a contiguous (T, d) matrix, ready for the batched products of attention.
-    """
-    xp = get_array_module(x)
-    b, t, width = x.shape
-    d = width // (n_parts * n_heads)
-    parts = xp.ascontiguousarray(x.reshape(b, t, n_parts, n_heads, d).transpose(2, 0, 3, 1, 4))
-    return tuple(parts)
-
-
-def _merge_projections(*heads):
-    """Inverse of :func:`_split_projections`: n arrays (B, H, T, d) -> (B, T, n*H*d)."""
-    xp = get_array_module(heads[0])
-    b, h, t, d = heads[0].shape
-    out = xp.empty((b, t, len(heads), h, d), dtype=heads[0].dtype)
-    for i, part in enumerate(heads):
-        out[:, :, i] = part.transpose(0, 2, 1, 3)
-    return out.reshape(b, t, len(heads) * h * d)
+class MultiHeadAttentionCache(NamedTuple):
+    q_cache: LinearCache          # the projections Q = x_q W_Q + b_Q, K, V
+    k_cache: LinearCache
+    v_cache: LinearCache
+    attention_cache: AttentionCache
+    out_cache: LinearCache        # out = concat(heads) W_O + b_O
+    n_heads: int
+    self_attention: bool          # x_kv was None: K and V came from x_q
 
 
 def multi_head_attention_forward(x_q, x_kv, w_in, b_in, w_out, b_out, n_heads, mask=None,
                                  dropout_p=0.0, rng=None, training=True):
-    """Multi-head attention, all heads in one batched product.
+    """Multi-head attention: out = concat(head_1, ..., head_H) W_O + b_O, where
+    head_h = attention(Q_h, K_h, V_h) and Q_h, K_h, V_h are the h-th slices of
+    d_k = d / n_heads features of
 
-    The three input projections are one (d, 3d) matrix ``w_in = [W_Q | W_K | W_V]``:
+        Q = x_q W_Q + b_Q,   K = x_kv W_K + b_K,   V = x_kv W_V + b_V.
 
-    * self-attention (``x_kv is None``): one product ``x @ w_in`` gives Q, K and V at once;
-    * cross-attention: Q = x_q @ W_Q, and one product x_kv @ [W_K | W_V] gives K and V.
-
-    Then each of Q, K, V is split into ``n_heads`` slices of d_k = d / n_heads features,
-    attention runs on (batch, heads) in parallel, the heads are concatenated back and
-    projected: out = concat(head_1..head_H) @ W_O + b_O.
+    ``w_in = [W_Q | W_K | W_V]`` (d, 3d) and ``b_in`` (3d,) hold the three projections side
+    by side. ``x_kv=None`` is self-attention: keys and values come from x_q too.
     """
-    d_model = w_out.shape[0]
-    if x_kv is None:
-        qkv, qkv_cache = linear_forward(x_q, w_in, b_in)
-        qh, kh, vh = _split_projections(qkv, 3, n_heads)
-        kv_cache = None
-    else:
-        q, qkv_cache = linear_forward(x_q, w_in[:, :d_model], b_in[:d_model])
-        kv, kv_cache = linear_forward(x_kv, w_in[:, d_model:], b_in[d_model:])
-        (qh,) = _split_projections(q, 1, n_heads)
-        kh, vh = _split_projections(kv, 2, n_heads)
-    heads, attn_cache = batched_attention_forward(qh, kh, vh, mask, dropout_p, rng, training)
+    d = w_out.shape[0]
+    self_attention = x_kv is None
+    if self_attention:
+        x_kv = x_q   # keys and values come from the queries' own sequence
+    q, q_cache = linear_forward(x_q, w_in[:, :d], b_in[:d])
+    k, k_cache = linear_forward(x_kv, w_in[:, d:2 * d], b_in[d:2 * d])
+    v, v_cache = linear_forward(x_kv, w_in[:, 2 * d:], b_in[2 * d:])
+    heads, attention_cache = attention_forward(split_heads(q, n_heads), split_heads(k, n_heads),
+                                               split_heads(v, n_heads), mask, dropout_p, rng, training)
     out, out_cache = linear_forward(merge_heads(heads), w_out, b_out)
-    return out, (qkv_cache, kv_cache, attn_cache, out_cache, n_heads)
+    return out, MultiHeadAttentionCache(q_cache, k_cache, v_cache, attention_cache, out_cache,
+                                        n_heads, self_attention)
 
 
 def multi_head_attention_backward(dout, cache):
-    """The forward read bottom to top: output projection, merge heads, attention,
-    split heads, input projections. Returns ``(dx_q, dx_kv, dw_in, db_in, dw_out, db_out)``;
-    ``dx_kv`` is None for self-attention (its gradient is already inside ``dx_q``).
+    """The forward read bottom to top: output projection, merge heads, attention, split
+    heads, the three input projections. The gradients of W_Q, W_K, W_V are put side by side
+    as ``dw_in``, like the weights. x_q feeds Q, and in self-attention K and V too: its
+    gradient is the sum of what comes back through each.
+
+    Returns ``(dx_q, dx_kv, dw_in, db_in, dw_out, db_out)``; ``dx_kv`` is None for
+    self-attention (its gradient is already inside ``dx_q``).
     """
-    qkv_cache, kv_cache, attn_cache, out_cache, n_heads = cache
     xp = get_array_module(dout)
-    dconcat, dw_out, db_out = linear_backward(dout, out_cache)
-    dqh, dkh, dvh = batched_attention_backward(split_heads(dconcat, n_heads), attn_cache)
-    if kv_cache is None:
-        dx_q, dw_in, db_in = linear_backward(_merge_projections(dqh, dkh, dvh), qkv_cache)
-        return dx_q, None, dw_in, db_in, dw_out, db_out
-    dx_q, dw_q, db_q = linear_backward(merge_heads(dqh), qkv_cache)
-    dx_kv, dw_kv, db_kv = linear_backward(_merge_projections(dkh, dvh), kv_cache)
-    dw_in = xp.concatenate([dw_q, dw_kv], axis=1)
-    db_in = xp.concatenate([db_q, db_kv])
-    return dx_q, dx_kv, dw_in, db_in, dw_out, db_out
+    n_heads = cache.n_heads
+    dconcat, dw_out, db_out = linear_backward(dout, cache.out_cache)
+    dqh, dkh, dvh = attention_backward(split_heads(dconcat, n_heads), cache.attention_cache)
+    dx_q, dw_q, db_q = linear_backward(merge_heads(dqh), cache.q_cache)
+    dx_k, dw_k, db_k = linear_backward(merge_heads(dkh), cache.k_cache)
+    dx_v, dw_v, db_v = linear_backward(merge_heads(dvh), cache.v_cache)
+    dw_in = xp.concatenate([dw_q, dw_k, dw_v], axis=1)
+    db_in = xp.concatenate([db_q, db_k, db_v])
+    if cache.self_attention:
+        return dx_q + dx_k + dx_v, None, dw_in, db_in, dw_out, db_out
+    return dx_q, dx_k + dx_v, dw_in, db_in, dw_out, db_out
+
+
+def multi_head_attention_weights(cache):
+    """The (B, H, Tq, Tk) attention weights of a :func:`multi_head_attention_forward` cache."""
+    return cache.attention_cache.weights

@@ -8,9 +8,17 @@ order they were assigned, so ``named_parameters()`` needs no registration calls.
 Every module's ``backward`` **adds** into ``param.grad``; it never assigns. A parameter
 used in several places (a tied embedding, say) then receives the sum of its gradients,
 and ``zero_grad()`` is what starts a new step.
+
+Every module runs its math on one of two paths (its ``math_path``): ``"fast"``, the
+default, calls :mod:`minitransformer.fast`; ``"reference"`` calls the textbook functions of
+:mod:`minitransformer.functional`, the code the docs quote, which a debugger steps into.
+The numbers are the same to rounding. ``model.use_math("reference")`` switches a model
+and all its layers; ``MINITRANSFORMER_MATH=reference`` makes it the default of every
+module built while it is set.
 """
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 
 import numpy as np
@@ -44,10 +52,32 @@ class Parameter:
         return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype})"
 
 
+#: The two paths through the math (see the module docstring), and the variable that picks
+#: the default of modules being built.
+MATH_PATHS = ("fast", "reference")
+MATH_ENV_VAR = "MINITRANSFORMER_MATH"
+
+
+def default_math_path() -> str:
+    """``$MINITRANSFORMER_MATH`` if set ("fast" or "reference"), else "fast"."""
+    value = os.environ.get(MATH_ENV_VAR, "").strip().lower() or "fast"
+    if value not in MATH_PATHS:
+        raise ValueError(f"{MATH_ENV_VAR}={os.environ[MATH_ENV_VAR]!r} is not a path through the math; "
+                         f"set it to 'fast' or 'reference', or unset it")
+    return value
+
+
 class Module:
-    """Base class: owns parameters and child modules, switches train/eval, moves backends."""
+    """Base class: owns parameters and child modules, switches train/eval and the path
+    through the math, moves backends."""
 
     training: bool = True
+
+    def __new__(cls, *args, **kwargs):
+        # set here, so that every module has it without calling Module.__init__
+        module = super().__new__(cls)
+        module.math_path = default_math_path()
+        return module
 
     # -- discovery -----------------------------------------------------------------
     def named_children(self):
@@ -101,6 +131,16 @@ class Module:
         for _, module in self.named_modules():
             for name in [n for n, value in module.__dict__.items() if n.endswith("_cache") and value is not None]:
                 setattr(module, name, None)
+        return self
+
+    def use_math(self, path: str) -> "Module":
+        """Run this module and every descendant on ``path``: "fast" (the default) or
+        "reference" (the textbook functions of :mod:`minitransformer.functional`, to read
+        or step through in a debugger). A backward pass runs the path its forward ran."""
+        if path not in MATH_PATHS:
+            raise ValueError(f"unknown math path {path!r}: use 'fast' or 'reference'")
+        for _, module in self.named_modules():
+            module.math_path = path
         return self
 
     # -- where the numbers live ----------------------------------------------------

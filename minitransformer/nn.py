@@ -1,4 +1,4 @@
-"""The layers: modules that own parameters and call the math in :mod:`functional`.
+"""The layers: modules that own parameters and call the math in :mod:`functional` or :mod:`fast`.
 
 Every layer has ``forward(...)``, which validates its input, computes the output and
 keeps what the backward pass needs, and ``backward(dout)``, which returns the gradient
@@ -11,6 +11,12 @@ Constructors take ``rng`` (a NumPy ``Generator`` or an integer seed) for the ini
 weights, ``dtype`` (float32 unless told otherwise) and ``backend`` ("numpy" or "cupy";
 by default ``$MINITRANSFORMER_BACKEND`` or numpy). Weights are drawn on the host with
 NumPy and then moved, so the same seed gives the same model on every backend.
+
+Each layer runs the path through the math its ``math_path`` names (see
+:meth:`Module.use_math`): the functions of :mod:`fast` by default, those of
+:mod:`functional` on the reference path, and the reference functions wherever there is no
+fast twin. A layer's forward keeps the functions it ran with its cache, so its backward
+runs the same path.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import math
 import numpy as np
 
 from . import backend as _backend
+from . import fast
 from . import functional as F
 from .module import Module, ModuleList, Parameter
 
@@ -35,6 +42,11 @@ def as_generator(rng):
     if isinstance(rng, np.random.Generator):
         return rng
     return np.random.default_rng(rng)
+
+
+def _math(module):
+    """The functions ``module`` runs: :mod:`fast`, or :mod:`functional` on the reference path."""
+    return fast if module.math_path == "fast" else F
 
 
 def _param(array, dtype, backend):
@@ -74,21 +86,17 @@ class Linear(Module):
         self.bias = _param(np.zeros(out_features), dtype, backend) if bias else None
         self._cache = None
 
-    def forward(self, x, weight_scale=1.0):
-        """y = x W + b; with ``weight_scale`` s, y = x (s W) + b for this pass (a factor
-        of the input moved into the weight, as :class:`FeedForward` does with dropout's)."""
+    def forward(self, x):
         _check_float_input("Linear", x, self.in_features, self.weight.dtype)
-        w = self.weight.data if weight_scale == 1.0 else self.weight.data * weight_scale
-        y, cache = F.linear_forward(x, w, None if self.bias is None else self.bias.data)
-        self._cache = (cache, weight_scale)
+        math_fns = _math(self)
+        y, cache = math_fns.linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)
+        self._cache = (math_fns, cache)
         return y
 
     def backward(self, dy):
-        cache, weight_scale = self._cache
-        dx, dw, db = F.linear_backward(dy, cache)   # dx = dy (s W)^T already
+        math_fns, cache = self._cache
+        dx, dw, db = math_fns.linear_backward(dy, cache)
         self._cache = None  # the forward's arrays are not needed any more: free them
-        if weight_scale != 1.0:
-            dw *= weight_scale   # y = x (s W): dL/dW = s x^T dy
         self.weight.grad += dw
         if self.bias is not None:
             self.bias.grad += db
@@ -204,11 +212,14 @@ class LayerNorm(Module):
 
     def forward(self, x):
         _check_float_input("LayerNorm", x, self.d_model, self.gamma.dtype)
-        y, self._cache = F.layer_norm_forward(x, self.gamma.data, self.beta.data, self.eps)
+        math_fns = _math(self)
+        y, cache = math_fns.layer_norm_forward(x, self.gamma.data, self.beta.data, self.eps)
+        self._cache = (math_fns, cache)
         return y
 
     def backward(self, dy):
-        dx, dgamma, dbeta = F.layer_norm_backward(dy, self._cache)
+        math_fns, cache = self._cache
+        dx, dgamma, dbeta = math_fns.layer_norm_backward(dy, cache)
         self._cache = None
         self.gamma.grad += dgamma
         self.beta.grad += dbeta
@@ -219,35 +230,41 @@ class LayerNorm(Module):
 
 
 class _Elementwise(Module):
-    """A parameter-free layer that wraps a forward/backward pair from :mod:`functional`."""
+    """A parameter-free layer that wraps the forward/backward pair ``{_name}_forward`` and
+    ``{_name}_backward`` of :mod:`functional` (or of :mod:`fast`, where it has them)."""
 
-    _forward = _backward = None
+    _name = None
 
     def __init__(self):
         self._cache = None
 
     def forward(self, x):
-        y, self._cache = type(self)._forward(x)
+        math_fns = _math(self)
+        if not hasattr(math_fns, f"{self._name}_forward"):
+            math_fns = F   # no fast twin: the reference runs
+        y, cache = getattr(math_fns, f"{self._name}_forward")(x)
+        self._cache = (math_fns, cache)
         return y
 
     def backward(self, dy):
-        dx, self._cache = type(self)._backward(dy, self._cache), None
+        math_fns, cache = self._cache
+        dx, self._cache = getattr(math_fns, f"{self._name}_backward")(dy, cache), None
         return dx
 
 
 class ReLU(_Elementwise):
     """y = max(x, 0)."""
-    _forward, _backward = F.relu_forward, F.relu_backward
+    _name = "relu"
 
 
 class GELU(_Elementwise):
     """GELU, tanh approximation (PyTorch's ``approximate='tanh'``)."""
-    _forward, _backward = F.gelu_forward, F.gelu_backward
+    _name = "gelu"
 
 
 class Softmax(_Elementwise):
     """Numerically stable softmax over the last axis."""
-    _forward, _backward = F.softmax_forward, F.softmax_backward
+    _name = "softmax"
 
 
 ACTIVATIONS = {"relu": ReLU, "gelu": GELU}
@@ -276,17 +293,9 @@ class Dropout(Module):
                 memo[key] = _backend.default_rng(seed, backend_name)
             self.rng = memo[key]
 
-    def forward(self, x, rescale=True):
-        """x with units dropped; with ``rescale=False`` the kept ones are not scaled, and
-        :attr:`scale` is the factor the caller owes them."""
-        y, self._cache = F.dropout_forward(x, self.p, self.rng, self.training, rescale)
+    def forward(self, x):
+        y, self._cache = F.dropout_forward(x, self.p, self.rng, self.training)
         return y
-
-    @property
-    def scale(self):
-        """1 / P(keep) of the last forward pass, until its backward pass (1.0 when it dropped
-        nothing)."""
-        return 1.0 if self._cache is None else self._cache[1]
 
     def backward(self, dy):
         dx, self._cache = F.dropout_backward(dy, self._cache), None
@@ -345,14 +354,16 @@ class MultiHeadAttention(Module):
 
     def forward(self, x_q, x_kv=None, mask=None):
         self._check(x_q, x_kv, mask)
-        dropout = self.attn_dropout
-        out, self._cache = F.multi_head_attention_forward(
+        dropout, math_fns = self.attn_dropout, _math(self)
+        out, cache = math_fns.multi_head_attention_forward(
             x_q, x_kv, self.w_in.data, self.b_in.data, self.w_out.data, self.b_out.data,
             self.n_heads, mask, dropout.p, dropout.rng, self.training)
+        self._cache = (math_fns, cache)
         return out
 
     def backward(self, dout):
-        dx_q, dx_kv, dw_in, db_in, dw_out, db_out = F.multi_head_attention_backward(dout, self._cache)
+        math_fns, cache = self._cache
+        dx_q, dx_kv, dw_in, db_in, dw_out, db_out = math_fns.multi_head_attention_backward(dout, cache)
         self._cache = None
         self.w_in.grad += dw_in
         self.b_in.grad += db_in
@@ -381,13 +392,16 @@ class MultiHeadAttention(Module):
 
     def attend(self, q, k, v, mask=None):
         """Attention of query heads over key/value heads, heads merged and projected."""
-        heads, _ = F.attention_forward(q, k, v, mask, training=False)
+        heads, _ = _math(self).attention_forward(q, k, v, mask, training=False)
         return F.merge_heads(heads) @ self.w_out.data + self.b_out.data
 
     @property
     def attention_weights(self):
         """The (B, H, Tq, Tk) attention weights of the last forward pass (for plots)."""
-        return None if self._cache is None else F.batched_attention_weights(self._cache[2])
+        if self._cache is None:
+            return None
+        math_fns, cache = self._cache
+        return math_fns.multi_head_attention_weights(cache)
 
     def extra_repr(self):
         return f"d_model={self.d_model}, n_heads={self.n_heads}"
@@ -408,7 +422,12 @@ def check_attention_mask(mask, scores_shape):
 # Position-wise feed-forward
 # --------------------------------------------------------------------------------------
 class FeedForward(Module):
-    """FFN(x) = W2 act(W1 x + b1) + b2, applied to every position alone (dropout after act)."""
+    """FFN(x) = W2 act(W1 x + b1) + b2, applied to every position alone (dropout after act).
+
+    On the fast path with ReLU, ReLU, dropout and W2 run as one pair,
+    :func:`fast.relu_dropout_linear_forward` and its backward; otherwise each sub-layer
+    runs on its own.
+    """
 
     def __init__(self, d_model, d_ff, activation="relu", dropout=0.0, *, rng=None, dropout_rng=None,
                  dtype=None, backend=None):
@@ -419,41 +438,27 @@ class FeedForward(Module):
         self.activation = ACTIVATIONS[activation]()
         self.dropout = Dropout(dropout, dropout_rng)
         self.linear2 = Linear(d_ff, d_model, rng=rng, dtype=dtype, backend=backend)
-        self._cache = None   # with ReLU: d = dropout(relu(h)), all its backward pass needs
+        self._cache = None   # the fused pair's cache, when it ran
 
     def forward(self, x):
         h = self.linear1.forward(x)
-        if isinstance(self.activation, ReLU):
-            return self._relu_dropout_linear2(h)
+        if self.math_path == "fast" and isinstance(self.activation, ReLU):
+            y, self._cache = fast.relu_dropout_linear_forward(
+                h, self.linear2.weight.data, self.linear2.bias.data, self.dropout.p, self.dropout.rng,
+                self.training)
+            return y
         h = self.activation.forward(h)
-        # dropout's scale 1/P(keep) goes into W2: (h * keep * s) @ W2 = (h * keep) @ (s W2),
-        # d_ff x d_model numbers instead of the (rows, d_ff) activations, the largest array
-        # of the layer (one walk through it fewer each way)
-        h = self.dropout.forward(h, rescale=False)
-        return self.linear2.forward(h, weight_scale=self.dropout.scale)
-
-    def _relu_dropout_linear2(self, h):
-        """ReLU, dropout and W2 as in :meth:`forward`, with ReLU and dropout as one step for
-        the backward pass.
-
-        Both pass the gradient through exactly the units where their output is > 0: ReLU
-        where h > 0, dropout where a unit was kept. So ``d = dropout(relu(h))`` is > 0
-        exactly where both pass it, and ``dh = dd * (d > 0)``: one walk through the
-        (rows, d_ff) gradient instead of two, and neither ReLU's output nor dropout's mask
-        is kept (linear2 keeps d as its input anyway). The ReLU runs in place on linear1's
-        output, which nothing else holds.
-        """
-        xp = _backend.get_array_module(h)
-        xp.maximum(h, 0, out=h)
-        d, cache = F.dropout_forward(h, self.dropout.p, self.dropout.rng, self.training, rescale=False)
-        self._cache = d
-        return self.linear2.forward(d, weight_scale=1.0 if cache is None else cache[1])
+        h = self.dropout.forward(h)
+        return self.linear2.forward(h)
 
     def backward(self, dy):
-        dh = self.linear2.backward(dy)
-        if self._cache is not None:   # ReLU and dropout in one step: dd where d > 0
-            dh, self._cache = F.relu_backward(dh, self._cache), None
+        if self._cache is not None:   # the fused pair ran: its backward, then W1's
+            dh, dw2, db2 = fast.relu_dropout_linear_backward(dy, self._cache)
+            self._cache = None
+            self.linear2.weight.grad += dw2
+            self.linear2.bias.grad += db2
         else:
+            dh = self.linear2.backward(dy)
             dh = self.dropout.backward(dh)
             dh = self.activation.backward(dh)
         return self.linear1.backward(dh)

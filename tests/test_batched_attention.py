@@ -1,12 +1,14 @@
-"""Attention of a batch run slice by slice, on several threads: the same numbers as one call.
+"""Fast attention of a batch run slice by slice, on several threads: the same numbers as one call.
 
 ``SCORES_PER_SLICE`` is made tiny here, so that the small test batches are cut into
-several slices (the real limit only cuts large batches).
+several slices (the real limit only cuts large batches). tests/test_fast_path.py checks
+these functions against the reference path.
 """
 import numpy as np
 import pytest
 
-from minitransformer import functional as F
+from minitransformer import fast as F
+from minitransformer.fast import attention as fast_attention
 from minitransformer import nn
 from minitransformer.backend import default_rng
 from minitransformer.gradcheck import check_function, check_module
@@ -17,12 +19,12 @@ TOL = 1e-7
 @pytest.fixture
 def small_slices(monkeypatch):
     """Slices of at most 2 sequences at the shapes below (2 heads x 4 x 6 = 48 scores each)."""
-    monkeypatch.setattr(F, "SCORES_PER_SLICE", 100)
+    monkeypatch.setattr(fast_attention, "SCORES_PER_SLICE", 100)
 
 
 @pytest.fixture(params=["2", "3"])
 def threads(request, monkeypatch):
-    """Slicing happens with more than one thread (with one, the batch is one call)."""
+    """The slices run on more than one thread."""
     monkeypatch.setenv("MINITRANSFORMER_THREADS", request.param)
     return int(request.param)
 
@@ -52,7 +54,7 @@ def test_sliced_attention_equals_one_call_bit_for_bit(small_slices, threads, dty
     mask[2, :, 1, :] = False                              # a query that may look at nothing
     whole, whole_cache = F.attention_forward(q, k, v, mask)
     sliced, cache = F.batched_attention_forward(q, k, v, mask)
-    assert len(cache[0]) == 3
+    assert len(cache.slices) == 3
     np.testing.assert_array_equal(sliced, whole)
     np.testing.assert_array_equal(F.batched_attention_weights(cache), F.attention_weights(whole_cache))
     dout = np.random.default_rng(1).standard_normal(whole.shape).astype(dtype)
@@ -86,11 +88,17 @@ def test_dropout_masks_are_the_same_for_the_same_seed_and_threads(small_slices, 
     assert not np.array_equal(first, F.batched_attention_forward(q, k, v, keep)[0])
 
 
-def test_one_thread_runs_the_whole_batch_in_one_call(small_slices, monkeypatch):
-    monkeypatch.setenv("MINITRANSFORMER_THREADS", "1")
+def test_the_cut_depends_on_the_shapes_not_on_the_threads(small_slices, monkeypatch):
+    """Threads decide how many slices run at once, not how many there are: with one thread
+    the batch is cut the same way, and dropout gives the same bits."""
     q, k, v, keep = _inputs()
-    _, cache = F.batched_attention_forward(q, k, v, keep)
-    assert len(cache[0]) == 1
+    outs = []
+    for n in ("1", "2"):
+        monkeypatch.setenv("MINITRANSFORMER_THREADS", n)
+        out, cache = F.batched_attention_forward(q, k, v, keep, 0.3, default_rng(5))
+        assert len(cache.slices) == 3
+        outs.append(out)
+    np.testing.assert_array_equal(*outs)
 
 
 def test_gradient_check_of_the_layer_with_sliced_attention(small_slices, threads):
@@ -101,5 +109,5 @@ def test_gradient_check_of_the_layer_with_sliced_attention(small_slices, threads
     _, _, _, keep = _inputs()
     check_module(layer, x_q, x_kv, mask=keep).assert_ok(TOL)
     layer.forward(x_q, x_kv, mask=keep)
-    assert len(layer._cache[2][0]) == 3          # it really ran in slices
+    assert len(layer._cache[1].attention_cache.slices) == 3          # it really ran in slices
     assert layer.attention_weights.shape == (5, 2, 4, 6)

@@ -1,4 +1,5 @@
-"""Every layer and the loss, gradient-checked by finite differences in float64.
+"""Every layer and the loss, gradient-checked by finite differences in float64, with the
+layers on the fast path and on the reference path.
 
 Each check covers the layer's inputs and every parameter, on random shapes, and the
 worst relative error must stay below 1e-7 (a correct backward pass gives about 1e-9 to
@@ -7,14 +8,23 @@ worst relative error must stay below 1e-7 (a correct backward pass gives about 1
 import numpy as np
 import pytest
 
+from minitransformer import fast
 from minitransformer import functional as F
 from minitransformer import nn
+from minitransformer.fast.attention import _needs_max_shift
 from minitransformer.gradcheck import check_function, check_module, relative_error
 from minitransformer.losses import (CrossEntropyLoss, softmax_cross_entropy_backward,
                                     softmax_cross_entropy_forward)
 
 TOL = 1e-7
 F64 = np.float64
+
+
+@pytest.fixture(autouse=True, params=["fast", "reference"])
+def math_path(request, monkeypatch):
+    """Every layer is built on each path through the math (MINITRANSFORMER_MATH)."""
+    monkeypatch.setenv("MINITRANSFORMER_MATH", request.param)
+    return request.param
 
 
 def _normal(xp, rng, *shape):
@@ -142,33 +152,39 @@ def test_attention_function_with_dropout_on_weights(backend_name, xp, rng):
     check_function(forward, F.attention_backward, inputs).assert_ok(TOL)
 
 
-def _straightforward_attention(q, k, v, mask):
-    """softmax(q k^T / sqrt(d) + mask) v with softmax_forward: the reference."""
-    scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
-    scores = np.where(mask, scores, F.MASK_VALUE)
-    weights, _ = F.softmax_forward(scores)
-    return weights @ v
+def test_reference_attention_is_the_formula(rng):
+    """functional.attention_forward is softmax(q k^T / sqrt(d) + mask) v, written out here
+    once more with NumPy alone."""
+    q, k, v = (rng.standard_normal((3, 2, 5, 4)) for _ in range(3))
+    mask = np.ones((3, 1, 5, 5), dtype=bool)
+    mask[2, ..., 3:] = False
+    scores = np.where(mask, q @ np.swapaxes(k, -1, -2) / 2.0, F.MASK_VALUE)
+    weights = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    weights /= weights.sum(axis=-1, keepdims=True)
+    out, cache = F.attention_forward(q, k, v, mask)
+    np.testing.assert_allclose(out, weights @ v, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(cache.weights, weights, rtol=1e-13, atol=1e-13)
 
 
 @pytest.mark.parametrize("size", [1.0, 30.0])
-def test_attention_skips_the_max_only_where_scores_are_small(rng, size):
-    """Scores bounded by SAFE_SCORE skip the softmax's max-subtraction; large ones keep it
-    (without it, exp() of scores in the hundreds overflows to inf and the output is NaN).
-    Matrix 0 of the batch gets large queries at size 30, so one call takes both paths."""
+def test_fast_attention_skips_the_max_only_where_scores_are_small(rng, size):
+    """Fast attention: scores bounded by SAFE_SCORE skip the softmax's max-subtraction; large
+    ones keep it (without it, exp() of scores in the hundreds overflows to inf and the output
+    is NaN). Matrix 0 of the batch gets large queries at size 30, so one call takes both paths."""
     q, k, v = (rng.standard_normal((3, 2, 5, 4)) for _ in range(3))
     q[0] *= size
     mask = np.ones((3, 1, 5, 5), dtype=bool)
     mask[2, ..., 3:] = False
-    shift = F._needs_max_shift(q / 2.0, k, mask.any(axis=-1, keepdims=True))
+    shift = _needs_max_shift(q / 2.0, k, mask.any(axis=-1, keepdims=True))
     assert shift.shape == (3, 2, 1, 1)
     assert bool(shift[0].all()) == (size > 1.0) and not bool(shift[1:].any())
     # with no more queries than features (decoding: one query), the bound would cost more
     # than the max it saves, and the max is always taken
-    assert F._needs_max_shift(q[..., :4, :] / 2.0, k, None) is True
-    out, _ = F.attention_forward(q, k, v, mask)
+    assert _needs_max_shift(q[..., :4, :] / 2.0, k, None) is True
+    out, _ = fast.attention_forward(q, k, v, mask)
     assert np.isfinite(out).all()
-    np.testing.assert_allclose(out, _straightforward_attention(q, k, v, mask), rtol=1e-12, atol=1e-12)
-    check_function(lambda q, k, v: F.attention_forward(q, k, v, mask), F.attention_backward,
+    np.testing.assert_allclose(out, F.attention_forward(q, k, v, mask)[0], rtol=1e-12, atol=1e-12)
+    check_function(lambda q, k, v: fast.attention_forward(q, k, v, mask), fast.attention_backward,
                    {"q": q, "k": k, "v": v}).assert_ok(TOL)
 
 
@@ -180,21 +196,20 @@ class _FeedForwardWithFixedMasks(nn.FeedForward):
         return super().forward(x)
 
 
+@pytest.mark.parametrize("path", ["fast", "reference"])
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
-def test_feed_forward_with_dropout_folded_into_the_second_weight(rng, activation):
-    """Dropout's 1/P(keep) is applied to W2 instead of the hidden units (and with ReLU, the
-    backward pass takes ReLU and dropout in one step): the output and every gradient are
-    those of the straightforward Linear, activation, Dropout, Linear."""
-    layer = _FeedForwardWithFixedMasks(6, 10, activation=activation, dropout=0.4, rng=rng, dtype=F64)
+def test_feed_forward_with_dropout_equals_its_sublayers_one_by_one(rng, activation, path):
+    """On either path (on the fast one with ReLU, ReLU, dropout and W2 run as one pair), the
+    output and every gradient are those of Linear, activation, Dropout, Linear written out."""
+    layer = _FeedForwardWithFixedMasks(6, 10, activation=activation, dropout=0.4, rng=rng,
+                                       dtype=F64).use_math(path)
     x = rng.standard_normal((2, 3, 6))
     dy = rng.standard_normal((2, 3, 6))
     out = layer.forward(x)
-    if activation == "gelu":   # (ReLU's step calls dropout_forward itself, not the module)
-        assert layer.dropout.scale == 65536.0 / (65536 - round(0.4 * 65536))
     layer.zero_grad()
     dx = layer.backward(dy)
 
-    # the same layer, step by step, with dropout scaling the hidden units itself
+    # the same layer, step by step
     h, c1 = F.linear_forward(x, layer.linear1.weight.data, layer.linear1.bias.data)
     a, ca = {"relu": F.relu_forward, "gelu": F.gelu_forward}[activation](h)
     d, cd = F.dropout_forward(a, 0.4, np.random.default_rng(5))

@@ -1,4 +1,5 @@
-"""Every layer against ``torch.nn``, in float64, with the same weights.
+"""Every layer against ``torch.nn``, in float64, with the same weights, on both paths
+through the math (fast and reference).
 
 For each layer we build ours, copy its weights into the PyTorch twin, run both forward on
 the same random input, push the same random upstream gradient back through both (ours by
@@ -25,6 +26,7 @@ from minitransformer import backend
 from minitransformer.losses import CrossEntropyLoss
 from minitransformer.nn import (GELU, Dropout, Embedding, FeedForward, LayerNorm, Linear,
                                 MultiHeadAttention, ReLU, Softmax)
+from records import print_worst
 
 TORCH_MISSING = "PyTorch is not installed: pip install torch==2.13.0 (CPU build) to run the parity tests"
 RTOL = ATOL = 1e-10
@@ -32,6 +34,13 @@ RTOL = ATOL = 1e-10
 #: The largest absolute difference seen so far, per layer: a record, not a check (the
 #: check is the assertion in :func:`assert_close`). Printed by ``pytest -s`` at the end.
 WORST_ABS_DIFF: dict[str, float] = {}
+
+
+@pytest.fixture(autouse=True, params=["fast", "reference"])
+def math_path(request, monkeypatch):
+    """Every layer is built on each path through the math (MINITRANSFORMER_MATH)."""
+    monkeypatch.setenv("MINITRANSFORMER_MATH", request.param)
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +51,7 @@ def torch():
 @pytest.fixture(scope="module", autouse=True)
 def _report_worst_differences():
     yield
-    if WORST_ABS_DIFF:
-        width = max(map(len, WORST_ABS_DIFF))
-        print("\nworst absolute difference from PyTorch, per layer:")
-        for name, diff in WORST_ABS_DIFF.items():
-            print(f"  {name:<{width}}  {diff:.3e}")
+    print_worst("worst absolute difference from PyTorch, per layer", WORST_ABS_DIFF, ".3e")
 
 
 # --------------------------------------------------------------------------------------
