@@ -33,6 +33,19 @@ __all__ = ["Parameter", "Module", "ModuleList", "Linear", "Embedding", "Position
            "LayerNorm", "ReLU", "GELU", "Softmax", "Dropout", "MultiHeadAttention", "FeedForward",
            "ACTIVATIONS", "as_generator"]
 
+#: The two sub-layers built from the layers below live in :mod:`minitransformer.sublayers`;
+#: ``nn.MultiHeadAttention`` and ``nn.FeedForward`` find them there (see ``__getattr__``).
+_SUBLAYERS = ("MultiHeadAttention", "FeedForward", "check_attention_mask")
+
+
+def __getattr__(name):
+    """``nn.MultiHeadAttention``, ``nn.FeedForward``: the sub-layers, from their own module
+    (imported on first use: :mod:`~minitransformer.sublayers` imports this one)."""
+    if name in _SUBLAYERS:
+        from . import sublayers
+        return getattr(sublayers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # --------------------------------------------------------------------------------------
 # Helpers shared by the layers: random generators and input checks
@@ -274,14 +287,15 @@ class Dropout(Module):
     """Inverted dropout with probability ``p``; the identity in eval mode or when p = 0.
 
     ``rng`` is a generator of the layer's backend (see :func:`backend.default_rng`); the
-    layers of a model share one, so a single seed fixes every mask.
+    layers of a model share one, so a single seed fixes every mask. Without one, the layer
+    makes an unseeded generator on ``backend``: masks must live where the activations do.
     """
 
-    def __init__(self, p=0.1, rng=None):
+    def __init__(self, p=0.1, rng=None, backend=None):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = float(p)
-        self.rng = rng if rng is not None else _backend.default_rng(None)
+        self.rng = rng if rng is not None else _backend.default_rng(None, backend)
         self._cache = None
 
     def _move_buffers(self, backend_name, dtype, memo):
@@ -303,162 +317,3 @@ class Dropout(Module):
 
     def extra_repr(self):
         return f"p={self.p}"
-
-
-# --------------------------------------------------------------------------------------
-# Multi-head attention
-# --------------------------------------------------------------------------------------
-class MultiHeadAttention(Module):
-    """Multi-head scaled dot-product attention, for self- and cross-attention.
-
-    Parameters: ``w_in`` (d, 3d) = [W_Q | W_K | W_V] with bias ``b_in`` (3d,), and the
-    output projection ``w_out`` (d, d) with ``b_out`` (d,). Each head attends with
-    d_k = d / n_heads features. ``dropout`` acts on the attention weights (0 by default:
-    the paper's dropout sits on the sub-layer outputs, and this one is costly).
-
-    ``forward(x_q, x_kv=None, mask=None)``: with ``x_kv=None`` the layer attends over
-    ``x_q`` itself (self-attention); otherwise queries come from ``x_q`` (B, Tq, d) and keys
-    and values from ``x_kv`` (B, Tk, d) (cross-attention). ``mask`` is a boolean array
-    broadcastable to (B, n_heads, Tq, Tk), True where attending is allowed.
-    ``backward(dout)`` returns ``(dx_q, dx_kv)``, with ``dx_kv = None`` for self-attention.
-    """
-
-    def __init__(self, d_model, n_heads, dropout=0.0, *, rng=None, dropout_rng=None, dtype=None,
-                 backend=None):
-        if d_model % n_heads:
-            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
-        rng = as_generator(rng)
-        self.d_model, self.n_heads = d_model, n_heads
-        limit = math.sqrt(6.0 / (d_model + d_model))  # Glorot for each d x d block
-        self.w_in = _param(rng.uniform(-limit, limit, (d_model, 3 * d_model)), dtype, backend)
-        self.b_in = _param(np.zeros(3 * d_model), dtype, backend)
-        self.w_out = _param(rng.uniform(-limit, limit, (d_model, d_model)), dtype, backend)
-        self.b_out = _param(np.zeros(d_model), dtype, backend)
-        self.attn_dropout = Dropout(dropout, dropout_rng)
-        self._cache = None
-
-    def _check(self, x_q, x_kv, mask):
-        _check_float_input("MultiHeadAttention", x_q, self.d_model, self.w_in.dtype)
-        if x_q.ndim != 3:
-            raise ValueError(f"MultiHeadAttention expects queries of shape (batch, length, {self.d_model}), "
-                             f"got {tuple(x_q.shape)}")
-        kv = x_q if x_kv is None else x_kv
-        if x_kv is not None:
-            _check_float_input("MultiHeadAttention (keys/values)", x_kv, self.d_model, self.w_in.dtype)
-            if x_kv.ndim != 3 or x_kv.shape[0] != x_q.shape[0]:
-                raise ValueError(f"keys/values must have shape ({x_q.shape[0]}, length, {self.d_model}) "
-                                 f"to match the queries' batch, got {tuple(x_kv.shape)}")
-        if mask is not None:
-            scores_shape = (x_q.shape[0], self.n_heads, x_q.shape[1], kv.shape[1])
-            check_attention_mask(mask, scores_shape)
-
-    def forward(self, x_q, x_kv=None, mask=None):
-        self._check(x_q, x_kv, mask)
-        dropout, math_fns = self.attn_dropout, _math(self)
-        out, cache = math_fns.multi_head_attention_forward(
-            x_q, x_kv, self.w_in.data, self.b_in.data, self.w_out.data, self.b_out.data,
-            self.n_heads, mask, dropout.p, dropout.rng, self.training)
-        self._cache = (math_fns, cache)
-        return out
-
-    def backward(self, dout):
-        math_fns, cache = self._cache
-        dx_q, dx_kv, dw_in, db_in, dw_out, db_out = math_fns.multi_head_attention_backward(dout, cache)
-        self._cache = None
-        self.w_in.grad += dw_in
-        self.b_in.grad += db_in
-        self.w_out.grad += dw_out
-        self.b_out.grad += db_out
-        return dx_q, dx_kv
-
-    # -- inference pieces for incremental decoding (no cache for backward is kept) -----
-    def project_self(self, x):
-        """Q, K, V heads (B, H, T, d_k) of ``x``, from the one fused projection."""
-        d = self.d_model
-        qkv = x @ self.w_in.data + self.b_in.data
-        return tuple(F.split_heads(qkv[..., i * d:(i + 1) * d], self.n_heads) for i in range(3))
-
-    def project_queries(self, x):
-        """Query heads (B, H, T, d_k) of ``x`` (cross-attention)."""
-        d = self.d_model
-        return F.split_heads(x @ self.w_in.data[:, :d] + self.b_in.data[:d], self.n_heads)
-
-    def project_memory(self, memory):
-        """Key and value heads (B, H, S, d_k) of the encoder output (cross-attention)."""
-        d = self.d_model
-        kv = memory @ self.w_in.data[:, d:] + self.b_in.data[d:]
-        return (F.split_heads(kv[..., :d], self.n_heads).copy(),
-                F.split_heads(kv[..., d:], self.n_heads).copy())
-
-    def attend(self, q, k, v, mask=None):
-        """Attention of query heads over key/value heads, heads merged and projected."""
-        heads, _ = _math(self).attention_forward(q, k, v, mask, training=False)
-        return F.merge_heads(heads) @ self.w_out.data + self.b_out.data
-
-    @property
-    def attention_weights(self):
-        """The (B, H, Tq, Tk) attention weights of the last forward pass (for plots)."""
-        if self._cache is None:
-            return None
-        math_fns, cache = self._cache
-        return math_fns.multi_head_attention_weights(cache)
-
-    def extra_repr(self):
-        return f"d_model={self.d_model}, n_heads={self.n_heads}"
-
-
-def check_attention_mask(mask, scores_shape):
-    """ValueError unless ``mask`` is boolean and broadcastable to ``scores_shape`` (B, H, Tq, Tk)."""
-    if not hasattr(mask, "dtype") or mask.dtype != bool:
-        raise ValueError(f"attention mask must be a boolean array (True = may attend), got "
-                         f"{getattr(mask, 'dtype', type(mask).__name__)}")
-    ok = mask.ndim <= 4 and all(m in (1, s) for m, s in zip(mask.shape[::-1], scores_shape[::-1]))
-    if not ok:
-        raise ValueError(f"attention mask of shape {tuple(mask.shape)} does not broadcast to the "
-                         f"attention scores (batch, heads, q_len, k_len) = {tuple(scores_shape)}")
-
-
-# --------------------------------------------------------------------------------------
-# Position-wise feed-forward
-# --------------------------------------------------------------------------------------
-class FeedForward(Module):
-    """FFN(x) = W2 act(W1 x + b1) + b2, applied to every position alone (dropout after act).
-
-    On the fast path with ReLU, ReLU, dropout and W2 run as one pair,
-    :func:`fast.relu_dropout_linear_forward` and its backward; otherwise each sub-layer
-    runs on its own.
-    """
-
-    def __init__(self, d_model, d_ff, activation="relu", dropout=0.0, *, rng=None, dropout_rng=None,
-                 dtype=None, backend=None):
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}: expected one of {sorted(ACTIVATIONS)}")
-        rng = as_generator(rng)
-        self.linear1 = Linear(d_model, d_ff, rng=rng, dtype=dtype, backend=backend)
-        self.activation = ACTIVATIONS[activation]()
-        self.dropout = Dropout(dropout, dropout_rng)
-        self.linear2 = Linear(d_ff, d_model, rng=rng, dtype=dtype, backend=backend)
-        self._cache = None   # the fused pair's cache, when it ran
-
-    def forward(self, x):
-        h = self.linear1.forward(x)
-        if self.math_path == "fast" and isinstance(self.activation, ReLU):
-            y, self._cache = fast.relu_dropout_linear_forward(
-                h, self.linear2.weight.data, self.linear2.bias.data, self.dropout.p, self.dropout.rng,
-                self.training)
-            return y
-        h = self.activation.forward(h)
-        h = self.dropout.forward(h)
-        return self.linear2.forward(h)
-
-    def backward(self, dy):
-        if self._cache is not None:   # the fused pair ran: its backward, then W1's
-            dh, dw2, db2 = fast.relu_dropout_linear_backward(dy, self._cache)
-            self._cache = None
-            self.linear2.weight.grad += dw2
-            self.linear2.bias.grad += db2
-        else:
-            dh = self.linear2.backward(dy)
-            dh = self.dropout.backward(dh)
-            dh = self.activation.backward(dh)
-        return self.linear1.backward(dh)

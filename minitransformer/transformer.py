@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend as _backend
-from . import functional as F
-from .nn import (Dropout, Embedding, FeedForward, LayerNorm, Linear, Module, ModuleList,
-                 MultiHeadAttention, Parameter, PositionalEncoding, as_generator)
+from .nn import (Dropout, Embedding, LayerNorm, Linear, Module, ModuleList,
+                 Parameter, PositionalEncoding, _math, as_generator)
+from .sublayers import FeedForward, MultiHeadAttention
 from .config import TransformerConfig
 from .validation import check_token_ids
 
@@ -54,7 +54,7 @@ class Residual(Module):
         pre-LN  (norm_first=True):              out = x + dropout(f(norm(x)))
 
     ``f`` is :class:`SelfAttention`, :class:`CrossAttention` or
-    :class:`~minitransformer.nn.FeedForward`; ``context`` (a mask, or the encoder output
+    :class:`~minitransformer.sublayers.FeedForward`; ``context`` (a mask, or the encoder output
     and a mask) goes to it unchanged. The block keeps no cache: the norm, the dropout and
     the sub-layer keep theirs. It wires modules that the layer owns, under the layer's
     names (``norm1``, ``self_attn``, ...), which are the names in a checkpoint.
@@ -338,14 +338,17 @@ class Transformer(Module):
         """Decoder output h (B, T, d) -> logits (B, T, V)."""
         if self.output is not None:
             return self.output.forward(h)
-        logits, self._out_cache = F.linear_forward(h, self.tgt_embed.weight.data.T, self.output_bias.data)
+        math_fns = _math(self)   # the tied projection follows the model's path too
+        logits, cache = math_fns.linear_forward(h, self.tgt_embed.weight.data.T, self.output_bias.data)
+        self._out_cache = (math_fns, cache)
         return logits
 
     def project_backward(self, dlogits):
         """dh from dlogits; adds the output projection's gradients."""
         if self.output is not None:
             return self.output.backward(dlogits)
-        dh, dw_t, db = F.linear_backward(dlogits, self._out_cache)
+        math_fns, cache = self._out_cache
+        dh, dw_t, db = math_fns.linear_backward(dlogits, cache)
         self.tgt_embed.weight.grad += dw_t.T
         self.output_bias.grad += db
         return dh

@@ -23,13 +23,11 @@ def _layers(backend_name):
     ]
 
 
-def test_float32_in_float32_out_forward_and_backward(xp, backend_name, pending_on_device):
-    # FeedForward and MultiHeadAttention built without dropout_rng draw their masks from a NumPy
-    # generator whatever their backend, so a NumPy mask meets a device array in
-    # functional.dropout_forward (y = x * keep), as CuPy reported on a GPU. The fix: Dropout
-    # takes the layer's backend for its default generator.
-    pending_on_device("nn.FeedForward / nn.MultiHeadAttention make their default dropout generator "
-                      "on the host (the fix to nn.py is pending)", TypeError)
+def test_float32_in_float32_out_forward_and_backward(xp, backend_name):
+    # FeedForward and MultiHeadAttention built without dropout_rng once drew their masks from a
+    # NumPy generator whatever their backend, so a NumPy mask met a device array in
+    # dropout_forward (y = x * keep), as CuPy reported on a GPU: Dropout now makes its default
+    # generator on the layer's backend.
     rng = np.random.default_rng(0)
     for layer, n_inputs in _layers(backend_name):
         inputs = [xp.asarray(rng.standard_normal((2, 5, 8)).astype(np.float32)) for _ in range(n_inputs)]

@@ -88,7 +88,8 @@ def test_whole_model_gradient_check_with_dropout_on(norm_first, tie):
 def test_parity_with_pytorch_under_the_same_dropout_masks(monkeypatch):
     """Logits, loss and every gradient against PyTorch autograd, dropout on, the same masks.
 
-    Every mask our model draws goes through ``functional.random_keep_mask``; we record them
+    Every mask our model draws goes through ``backend.random_keep_mask`` (called from the
+    reference and the fast math alike); we record them
     in the order they are drawn and give them, in the same order, to PyTorch's ``nn.Dropout``
     modules, whose forward is replaced by ``x * keep * scale``. The two models call their
     dropouts in the same order (source embeddings, then per encoder layer: after
@@ -101,17 +102,21 @@ def test_parity_with_pytorch_under_the_same_dropout_masks(monkeypatch):
     The gradient check above covers it.
     """
     torch = pytest.importorskip("torch", reason="PyTorch is not installed: pip install torch (CPU build)")
-    from minitransformer import functional
+    from minitransformer import backend, functional
+    from minitransformer.fast import attention as fast_attention
+    from minitransformer.fast import layers as fast_layers
     from minitransformer.interop import to_torch, torch_parameter_map
 
     drawn = []
-    draw = functional.random_keep_mask
+    draw = backend.random_keep_mask
 
     def recording(rng, shape, p):
         keep, scale = draw(rng, shape, p)
         drawn.append((keep.copy(), float(scale)))
         return keep, scale
-    monkeypatch.setattr(functional, "random_keep_mask", recording)
+    for module in (functional, fast_layers, fast_attention):   # every module that draws masks
+        assert module.random_keep_mask is draw
+        monkeypatch.setattr(module, "random_keep_mask", recording)
 
     for norm_first in (False, True):
         model = tiny_model(norm_first, tie=False, attention_dropout=0.0)
