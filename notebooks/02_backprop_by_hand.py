@@ -159,9 +159,9 @@ dp = rng.standard_normal(5)
 _, lib_cache = F.softmax_forward(x)
 
 J = np.diag(p) - np.outer(p, p)                  # the full Jacobian, for comparison
-print("J @ dp (full Jacobian):", J.T @ dp)
-print("by hand:               ", softmax_backward_by_hand(dp, p_cache))
-print("library:               ", F.softmax_backward(dp, lib_cache))
+print("J.T @ dp (full Jacobian):", J.T @ dp)
+print("by hand:                 ", softmax_backward_by_hand(dp, p_cache))
+print("library:                 ", F.softmax_backward(dp, lib_cache))
 
 # %% [markdown]
 # Now the checker, on a batch of rows: first our function, then the library's.
@@ -205,7 +205,7 @@ record("softmax, diagonal of the Jacobian only", "wrong",
 # and never takes the log of a probability that underflowed to 0.
 #
 # **Backward.** From $\partial \log p_k / \partial z_j = \delta_{kj} - p_j$ (section 3),
-# $$\frac{\partial \ell}{\partial z_j} = -\sum_k q_k (\delta_{kj} - p_j) = p_j - q_j \sum_k q_k = p_j - q_j,$$
+# $$\frac{\partial \ell}{\partial z_j} = -\sum_k q_k (\delta_{kj} - p_j) = p_j \sum_k q_k - q_j = p_j - q_j,$$
 # because $q$ sums to 1. So `dz` $= (p - q)/N$ on counted positions and 0 on padding:
 # the prediction minus the target, which is what makes softmax and cross-entropy such a
 # good pair. By hand:

@@ -65,9 +65,11 @@ print("shuffled input gives the shuffled output:", np.allclose(out_shuffled, out
 # sinusoids of geometrically spaced frequencies: for feature pair $i = 0, 1, \dots, d/2 - 1$,
 # $$P_{t,\,2i} = \sin\!\big(t\,\omega_i\big), \qquad P_{t,\,2i+1} = \cos\!\big(t\,\omega_i\big),
 #   \qquad \omega_i = 10000^{-2i/d_\text{model}} .$$
-# The first pair turns once every $2\pi \approx 6$ positions, the last one once every
-# $2\pi \cdot 10000$ positions: together they act like the hands of a clock, some fast
-# and some slow. (Note the exponent $2i/d_\text{model}$: without the division by
+# The first pair turns once every $2\pi \approx 6$ positions, the last one
+# ($i = d/2 - 1$) once every $2\pi \cdot 10000^{(d-2)/d}$ positions: for the $d = 64$ plotted
+# below that is $2\pi \cdot 10000^{62/64} \approx 2\pi \cdot 7499 \approx 47{,}000$, and it
+# approaches $2\pi \cdot 10000$ only as $d$ grows. Together they act like the hands of a
+# clock, some fast and some slow. (Note the exponent $2i/d_\text{model}$: without the division by
 # $d_\text{model}$ the frequencies would collapse to zero after a handful of features.)
 
 # %%
