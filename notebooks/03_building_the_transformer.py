@@ -550,6 +550,8 @@ plot_attention(weights, ["<bos>"] + list(example_tgt), list(example_src),
 # ## Summary
 #
 # * Sinusoidal positional encodings make order visible to attention; shifts are rotations.
+# * A training step is forward, loss, `zero_grad`, backward, optimiser step; the decoder
+#   reads the target shifted right (teacher forcing) and is scored on the target itself.
 # * An encoder layer is self-attention + FFN, each in a residual block with a layer norm;
 #   a decoder layer adds causal masking and cross-attention to the encoder's output.
 # * Our base-size model has 82.1M parameters (63.1M if all three embedding tables were
@@ -558,3 +560,15 @@ plot_attention(weights, ["<bos>"] + list(example_tgt), list(example_src),
 #   relies on a warm-up.
 # * A small model learns to copy in a few hundred steps, and the KV cache decodes it
 #   exactly as the slow way does.
+#
+# ## Questions
+#
+# Answers in `notebooks/solutions/answers.md`.
+#
+# 1. With teacher forcing, the decoder reads the true previous tokens. Why can all positions
+#    of a target then be trained in one pass, and what stops position $t$ from simply
+#    copying the token it must predict?
+# 2. Drop `model.zero_grad()` from the training step of section 5. What goes wrong, and
+#    from which step on?
+# 3. Training needs the causal mask in the decoder's self-attention; greedy decoding with
+#    the KV cache, one token at a time, does not pass one. Why is that not a bug?
