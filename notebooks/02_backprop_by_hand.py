@@ -577,6 +577,9 @@ record("multi-head cross-attention", "correct", check_module(mha, x, memory))
 # The same check, applied to every parameter of a small encoder-decoder model at once
 # (a random sample of 8 entries per parameter, to keep it quick). The loss is the real
 # one: the model's logits, then the smoothed cross-entropy with padding ignored.
+# The decoder reads `tgt_in`, the target behind a start token (id 1), and is scored against
+# `tgt_out`, the same target followed by an end token (id 2): it learns to predict each next
+# token. Notebook 3 explains this shift (teacher forcing) and writes a training step out.
 
 # %%
 from minitransformer import Transformer, TransformerConfig
