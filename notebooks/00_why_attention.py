@@ -152,13 +152,15 @@ for row in rows:
 print(f"T = 10,000 would need {10_000**2 * 8 / 2**20:,.0f} MiB of float64 weights per head and layer")
 
 # %% [markdown]
-# On one CPU core the RNN's loop of small products is slow in Python, but the deeper
-# point is that its steps *cannot* be spread over many cores or a GPU: step $t$ waits for
-# step $t - 1$. Attention's work is a few large matrix products, which is what parallel
-# hardware is built for. Its memory grows as $T^2$: 16 times the length, 256 times the
-# memory. For the codon task (up to 300 nucleotides) that is nothing; for a whole genome
-# it is the main problem, and the reason models such as Enformer combine convolutions with
-# attention.
+# Attention does *more* work than the RNN at these lengths, and its time and memory grow
+# as $T^2$ (four times the length, sixteen times the weights) where the RNN's grow as $T$:
+# on one CPU it is the slower of the two. What it buys is not fewer operations but
+# independent ones. The RNN's steps *cannot* be spread over many cores or a GPU, since step
+# $t$ waits for step $t - 1$; attention's work is a few large matrix products, which is what
+# parallel hardware is built for, and every position is one step from every other. Its
+# memory is the price: for the codon task (up to 300 nucleotides) it is nothing; for a
+# whole gene with its surroundings it is the main problem, and the reason models such as
+# Enformer (notebook 7) shrink the sequence with convolutions before attending.
 #
 # ## 3. The map: the paper's figure, with the library's names
 #
