@@ -17,9 +17,9 @@
 # # 2. Backpropagation by hand, checked by finite differences
 #
 # This library has no automatic differentiation: every layer comes with a backward pass
-# written by hand. This notebook derives four of them (softmax, softmax cross-entropy with
-# label smoothing, layer norm, attention), implements some of them again right here, and
-# shows how we know they are right: a **gradient check** compares each backward pass
+# written by hand. This notebook derives five of them (the linear layer, softmax, softmax
+# cross-entropy with label smoothing, layer norm, attention), has you write four of them
+# yourself, and shows how we know they are right: a **gradient check** compares each backward pass
 # with finite differences. Just as important, it shows what a *wrong* derivative looks
 # like to the checker.
 #
