@@ -180,8 +180,10 @@ def render_page(notebook: Path, nb, seconds: float) -> str:
                 parts.append(
                     f'!!! note "A notebook, with its outputs"\n'
                     f"    This page is the notebook `{relative}`, run top to bottom\n"
-                    f"    ({seconds:.0f} s on the machine that rendered it). [The course](index.md)\n"
-                    f"    says how to run it yourself.")
+                    f"    ({seconds:.0f} s on the machine that rendered it). To open it as a notebook\n"
+                    f"    (Jupyter, VS Code, or uploaded to a hosted service such as Colab), convert it:\n"
+                    f"    `jupytext --to ipynb {relative}`; [the course](index.md#running-them-on-your-machine)\n"
+                    f"    says more.")
         elif cell.cell_type == "code":
             code_number += 1
             if not cell.source.strip():

@@ -442,3 +442,15 @@ plot_attention(mha.attention_weights[1], tokens[1], tokens[1],
 # * Dividing by $\sqrt{d_k}$ keeps the softmax out of saturation for any head width.
 # * Masks act on the scores, with a large finite negative number.
 # * The library computes exactly these numbers; notebook 2 derives their gradients.
+#
+# ## Questions
+#
+# Answers in `notebooks/solutions/answers.md`.
+#
+# 1. Every key of a query is the same vector. What does attention output, whatever the
+#    query?
+# 2. With a causal mask, what is the output of the *first* query, exactly?
+# 3. Without the division by $\sqrt{d_k}$, and with $d_k = 512$, what do the rows of the
+#    attention weights look like, and why does that stop the queries and keys from learning?
+# 4. Why does the mask replace a forbidden score by $-10^9$ rather than by $-\infty$, or
+#    instead of multiplying the weights by zero after the softmax?

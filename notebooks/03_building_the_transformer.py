@@ -23,8 +23,9 @@
 # 2. multi-head attention, once more, as a layer;
 # 3. encoder and decoder blocks, and the masks each one uses;
 # 4. the whole model and its parameter count, compared with the paper's base model;
-# 5. post-LN versus pre-LN: where the layer norm sits;
-# 6. training it end to end on a toy task (copy a sequence), and decoding with a KV cache.
+# 5. one training step, written out line by line: shifted targets, forward, loss, backward, Adam;
+# 6. post-LN versus pre-LN: where the layer norm sits;
+# 7. training it end to end on a toy task (copy a sequence), and decoding with a KV cache.
 #
 # The whole notebook runs in well under a minute on a laptop CPU.
 
@@ -65,9 +66,11 @@ print("shuffled input gives the shuffled output:", np.allclose(out_shuffled, out
 # sinusoids of geometrically spaced frequencies: for feature pair $i = 0, 1, \dots, d/2 - 1$,
 # $$P_{t,\,2i} = \sin\!\big(t\,\omega_i\big), \qquad P_{t,\,2i+1} = \cos\!\big(t\,\omega_i\big),
 #   \qquad \omega_i = 10000^{-2i/d_\text{model}} .$$
-# The first pair turns once every $2\pi \approx 6$ positions, the last one once every
-# $2\pi \cdot 10000$ positions: together they act like the hands of a clock, some fast
-# and some slow. (Note the exponent $2i/d_\text{model}$: without the division by
+# The first pair turns once every $2\pi \approx 6$ positions, the last one
+# ($i = d/2 - 1$) once every $2\pi \cdot 10000^{(d-2)/d}$ positions: for the $d = 64$ plotted
+# below that is $2\pi \cdot 10000^{62/64} \approx 2\pi \cdot 7499 \approx 47{,}000$, and it
+# approaches $2\pi \cdot 10000$ only as $d$ grows. Together they act like the hands of a
+# clock, some fast and some slow. (Note the exponent $2i/d_\text{model}$: without the division by
 # $d_\text{model}$ the frequencies would collapse to zero after a handful of features.)
 
 # %%
@@ -327,7 +330,76 @@ print(f"paper:                                  65.0 M")
 # * Most of the model is in the stacks and the embeddings; the attention weights of one
 #   layer are about 1M, its feed-forward network about 2M.
 #
-# ## 5. Post-LN or pre-LN
+# ## 5. One training step, in the open
+#
+# Before any helper hides it, here is one step of training written out in full, on the
+# toy task of this notebook: copy a sequence of the symbols `a` to `j`.
+#
+# **Shifted targets and teacher forcing.** The decoder predicts the target one token at a
+# time, each from the tokens before it. In training we do not let it feed on its own
+# guesses: we give it the *true* previous tokens (**teacher forcing**), so all positions
+# are trained in one parallel pass, and the causal mask keeps each position from seeing
+# the token it must predict. So the target is used twice, shifted by one:
+#
+# * `tgt_in` = `<bos>` + target: what the decoder reads;
+# * `tgt_out` = target + `<eos>`: what it must write at each position.
+#
+# Position $t$ reads `tgt_in[:t+1]` and is scored on `tgt_out[t]`, the next token.
+# Shorter sequences are padded with `<pad>` (id 0), which the loss ignores.
+
+# %%
+from minitransformer.losses import CrossEntropyLoss
+from minitransformer.optim import Adam
+from minitransformer.toy import toy_config, toy_vocabulary
+
+vocab = toy_vocabulary()
+pairs = [("cab", "cab"), ("jihgf", "jihgf"), ("aa", "aa")]     # (source, target): copy
+src_lists = [vocab.encode(s) for s, _ in pairs]
+tgt_lists = [vocab.encode(t) for _, t in pairs]
+width_src = max(map(len, src_lists))
+width_tgt = max(map(len, tgt_lists)) + 1                     # one more for <bos> / <eos>
+src = np.full((len(pairs), width_src), vocab.pad_id)
+tgt_in = np.full((len(pairs), width_tgt), vocab.pad_id)
+tgt_out = np.full((len(pairs), width_tgt), vocab.pad_id)
+for i, (s, t) in enumerate(zip(src_lists, tgt_lists)):
+    src[i, :len(s)] = s
+    tgt_in[i, :len(t) + 1] = [vocab.bos_id] + t              # the decoder reads <bos> y1 y2 ...
+    tgt_out[i, :len(t) + 1] = t + [vocab.eos_id]             # ... and must write  y1 y2 ... <eos>
+print("src    ", src[1], "\ntgt_in ", tgt_in[1], "\ntgt_out", tgt_out[1])
+
+# %% [markdown]
+# Now the step itself: forward, loss, clear the old gradients, backward, update. Every
+# backward pass **adds** into `param.grad` (a parameter used twice gets both
+# contributions), so the gradients must be set to zero before each step; `zero_grad` does it.
+
+# %%
+model = Transformer(toy_config(vocab, seed=0))
+criterion = CrossEntropyLoss(ignore_index=vocab.pad_id)
+optimizer = Adam(model.parameters(), lr=1e-3)
+
+for step in range(1, 6):
+    logits = model.forward(src, tgt_in)                # (batch, target length, vocabulary)
+    loss = criterion.forward(logits, tgt_out)          # mean cross-entropy over non-padding tokens
+    model.zero_grad()                                  # forget the previous step's gradients
+    model.backward(criterion.backward())               # dL/dlogits, then every layer, top to bottom
+    optimizer.step()                                   # Adam: every parameter moves against its gradient
+    print(f"step {step}: loss {float(loss):.4f}")
+
+# %% [markdown]
+# That is all a training step is. From here on the library's helpers do the bookkeeping:
+# `minitransformer.training.make_batch` pads and shifts exactly as above, and
+# `minitransformer.training.Trainer` runs the step in a loop, with a learning-rate
+# schedule, gradient clipping, evaluation and a progress bar. The same batch, by the helper:
+
+# %%
+from minitransformer.training import make_batch
+
+batch = make_batch(src_lists, tgt_lists, pad_id=vocab.pad_id, bos_id=vocab.bos_id, eos_id=vocab.eos_id)
+print("make_batch gives the same arrays:",
+      all(np.array_equal(a, b) for a, b in [(batch.src, src), (batch.tgt_in, tgt_in), (batch.tgt_out, tgt_out)]))
+
+# %% [markdown]
+# ## 6. Post-LN or pre-LN
 #
 # Where the layer norm goes matters more than it looks:
 #
@@ -344,11 +416,8 @@ print(f"paper:                                  65.0 M")
 # of each layer's parameters.
 
 # %%
-from minitransformer.losses import CrossEntropyLoss
-from minitransformer.toy import random_pairs, toy_config, toy_vocabulary
-from minitransformer.training import make_batch
+from minitransformer.toy import random_pairs
 
-vocab = toy_vocabulary()
 sources, targets = random_pairs(64, 5, 10, "copy", np.random.default_rng(0), vocab)
 batch = make_batch(sources, targets, pad_id=vocab.pad_id, bos_id=vocab.bos_id, eos_id=vocab.eos_id)
 
@@ -420,7 +489,7 @@ plt.show()
 # norms above suggest. The library offers both (`TransformerConfig(norm_first=...)`); the
 # default is the paper's post-LN.
 #
-# ## 6. End to end: the copy task
+# ## 7. End to end: the copy task
 #
 # The post-LN run above is a complete training: random sequences of the symbols `a` to `j`
 # (1 to 10 long), the target equal to the source, the loss on every target token,
@@ -485,6 +554,8 @@ plot_attention(weights, ["<bos>"] + list(example_tgt), list(example_src),
 # ## Summary
 #
 # * Sinusoidal positional encodings make order visible to attention; shifts are rotations.
+# * A training step is forward, loss, `zero_grad`, backward, optimiser step; the decoder
+#   reads the target shifted right (teacher forcing) and is scored on the target itself.
 # * An encoder layer is self-attention + FFN, each in a residual block with a layer norm;
 #   a decoder layer adds causal masking and cross-attention to the encoder's output.
 # * Our base-size model has 82.1M parameters (63.1M if all three embedding tables were
@@ -493,3 +564,15 @@ plot_attention(weights, ["<bos>"] + list(example_tgt), list(example_src),
 #   relies on a warm-up.
 # * A small model learns to copy in a few hundred steps, and the KV cache decodes it
 #   exactly as the slow way does.
+#
+# ## Questions
+#
+# Answers in `notebooks/solutions/answers.md`.
+#
+# 1. With teacher forcing, the decoder reads the true previous tokens. Why can all positions
+#    of a target then be trained in one pass, and what stops position $t$ from simply
+#    copying the token it must predict?
+# 2. Drop `model.zero_grad()` from the training step of section 5. What goes wrong, and
+#    from which step on?
+# 3. Training needs the causal mask in the decoder's self-attention; greedy decoding with
+#    the KV cache, one token at a time, does not pass one. Why is that not a bug?

@@ -609,6 +609,18 @@ print(pd.DataFrame(gene_rows).to_string(index=False, float_format=lambda x: f"{x
 #   it stops early, and even when forced on, it is at chance.
 # * Its cross-attention finds the codons; its second choices are codons one base away,
 #   and the split six-codon families are where it is least sure.
+#
+# ## Questions
+#
+# Answers in `notebooks/solutions/answers.md`.
+#
+# 1. Before looking at the cross-attention plot of section 6, predict the slope of its
+#    staircase: when the decoder moves on by one residue, by how many source positions
+#    should the bright cells move?
+# 2. Trained on proteins of up to 30 residues, the model fails on longer ones, although
+#    every codon of a long protein is one it has seen. Why?
+# 3. Which amino acid would you expect as the model's second choice where the right one is
+#    leucine (L), and why are the six-codon families where it is least sure?
 
 # %%
 print(f"notebook ran in {time.perf_counter() - NOTEBOOK_STARTED:.0f} s")

@@ -351,6 +351,17 @@ plt.show()
 #   part: the alignment.
 # * Freezing the embeddings or the whole encoder works as well: the change of meaning can
 #   live in the decoder alone.
+#
+# ## Questions
+#
+# Answers in `notebooks/solutions/answers.md`.
+#
+# 1. Fine-tuned on 500 pairs, the standard model learns the new code in a few dozen steps; a
+#    model trained from scratch on the same pairs does not. What does the standard model
+#    already know that the scratch model must still find?
+# 2. Freezing the whole encoder still lets the model learn the mitochondrial code. Why?
+# 3. Suppose the new task kept the genetic code but read DNA (with `T` for `U`) instead of
+#    RNA. Which parameters would you fine-tune, and which could you freeze?
 
 # %%
 print(f"notebook ran in {time.perf_counter() - NOTEBOOK_STARTED:.0f} s")

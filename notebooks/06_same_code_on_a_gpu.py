@@ -217,3 +217,12 @@ else:
 #   `batch.to("cupy")`.
 # * Without CuPy or a GPU you get one sentence explaining why, and everything runs on NumPy.
 # * To time GPU code, synchronise before reading the clock.
+#
+# ## Questions
+#
+# Answers in `notebooks/solutions/answers.md`.
+#
+# 1. Why does the GPU speed up the large model's step much more than the small one's?
+# 2. Why must the optimiser's state move to the GPU together with the parameters?
+# 3. The CPU and the GPU give losses and gradients that agree closely in float32, but not
+#    bit for bit. Why not exactly?

@@ -183,6 +183,40 @@ def test_backward_page_example_runs_and_prints_what_the_page_shows(page, code, d
 
 
 # --------------------------------------------------------------------------------------
+# (a') no page or notebook holds a control character
+# --------------------------------------------------------------------------------------
+#: Every byte below 0x20 except the newline, and DEL. Tabs count: no page needs one, and a
+#: TAB or form feed in a page is nearly always a backslash escape gone wrong (Python reads
+#: "\texttt" as TAB + "exttt", "\frac" as form feed + "rac"), which renders as garbage.
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+TEXT_FILES = sorted(set(ALL_PAGES) | set((ROOT / "notebooks").rglob("*.py"))
+                    | set((ROOT / "notebooks").rglob("*.md")) | {ROOT / "README.md"})
+
+
+def _control_characters(text: str) -> list[str]:
+    """``line N: 'U+0009' in '...context...'`` for each control character of ``text``."""
+    found = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        for match in _CONTROL.finditer(line):
+            start = max(0, match.start() - 20)
+            found.append(f"line {number}: U+{ord(match.group()):04X} in {line[start:match.end() + 20]!r}")
+    return found
+
+
+def test_control_characters_are_found():
+    assert _control_characters("a\n$\\frac12$\tb") == ["line 2: U+0009 in '$\\\\frac12$\\tb'"]
+    assert _control_characters("\x0crac12") and _control_characters("a\r\n")
+    assert _control_characters("plain text\nand a newline\n") == []
+
+
+@pytest.mark.parametrize("path", TEXT_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_control_characters(path):
+    found = _control_characters(path.read_text(encoding="utf-8"))
+    assert not found, (f"{path.relative_to(ROOT)} holds control characters (a backslash escape "
+                       f"written into a Python string? use a raw string, r\"...\"): " + "; ".join(found))
+
+
+# --------------------------------------------------------------------------------------
 # (b) the site builds in strict mode
 # --------------------------------------------------------------------------------------
 @pytest.mark.slow

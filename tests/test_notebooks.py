@@ -12,6 +12,12 @@ packages of the ``[dev]`` extra: ``pip install -e ".[dev]"``. They skip themselv
 saying what is missing, when jupytext, nbclient or a ``python3`` Jupyter kernel is not
 available. Each notebook's run time is printed (``pytest -s``) and recorded as a test
 property (``--junitxml``).
+
+Some notebooks hold exercises: stubs the student fills in (a code cell that starts with
+``# EXERCISE: name``), graded in the notebook by the gradient checker, which prints
+``name: correct``, ``name: WRONG`` or ``name: not written yet``. The notebook as shipped
+must grade every stub "not written yet"; with the solutions of ``notebooks/solutions/``
+filled in, "correct"; and with wrong answers filled in, "WRONG".
 """
 from __future__ import annotations
 
@@ -45,6 +51,52 @@ except ImportError:
     _NO_JUPYTEXT = "jupytext not installed; pip install -e \".[dev]\" to read the notebook scripts"
 
 
+EXERCISE_NOTEBOOKS = [p for p in NOTEBOOKS if runner.solutions_path(p).is_file()]
+
+#: Plausible wrong answers to the exercises of notebook 02, one per exercise: the grader
+#: must call each of them WRONG.
+WRONG_ANSWERS = {
+    "02_backprop_by_hand": {
+        "linear": """# EXERCISE: linear
+def linear_backward_by_hand(dy, cache):
+    x, W = cache
+    x2, dy2 = x.reshape(-1, W.shape[0]), dy.reshape(-1, W.shape[1])
+    return dy @ W.T, x2.T @ dy2, dy2.mean(axis=0)          # wrong: db averages instead of summing""",
+        "cross_entropy": """# EXERCISE: cross_entropy
+def cross_entropy_backward_by_hand(dloss, cache):
+    p, q, counted, N = cache
+    return dloss * (p - q) * counted[..., None]             # wrong: the mean's 1/N forgotten""",
+        "layer_norm": """# EXERCISE: layer_norm
+def layer_norm_backward_by_hand(dy, cache):
+    xhat, rstd, gamma = cache
+    g = dy * gamma
+    dx = rstd * (g - g.mean(axis=-1, keepdims=True))        # wrong: the variance term forgotten
+    return dx, (dy * xhat).reshape(-1, xhat.shape[-1]).sum(axis=0), dy.reshape(-1, dy.shape[-1]).sum(axis=0)""",
+        "attention": """# EXERCISE: attention
+def attention_backward_by_hand(dout, cache):
+    q, k, v, A, s = cache
+    dS = softmax_backward_by_hand(dout @ np.swapaxes(v, -1, -2), A)
+    return dS @ k, np.swapaxes(dS, -1, -2) @ q, np.swapaxes(A, -1, -2) @ dout   # wrong: no scale s""",
+    },
+}
+
+
+def _printed(nb) -> str:
+    """Everything the executed notebook's cells printed."""
+    return "\n".join("".join(out.get("text", "")) for cell in nb.cells if cell.cell_type == "code"
+                     for out in cell.get("outputs", []) if out.get("output_type") == "stream")
+
+
+def _grades(nb) -> dict:
+    """Exercise name -> what the grader said ("correct", "WRONG", "not written yet" or None)."""
+    text = _printed(nb)
+    verdicts = {}
+    for name in runner.exercises(nb):
+        said = [v for v in ("correct", "WRONG", "not written yet") if f"{name}: {v}" in text]
+        verdicts[name] = said[0] if len(said) == 1 else (said or None)
+    return verdicts
+
+
 def test_notebooks_are_present():
     names = [p.name for p in NOTEBOOKS]
     assert names, f"no notebooks found in {NOTEBOOK_DIR}"
@@ -74,8 +126,61 @@ def test_notebook_is_a_percent_script(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, tmp_path, record_property):
     try:
-        _, seconds = runner.execute_notebook(path, tmp_path)
+        nb, seconds = runner.execute_notebook(path, tmp_path)
     except runner.NotebookFailed as err:
         pytest.fail(str(err), pytrace=False)
     record_property("run_seconds", round(seconds, 1))
     print(f"\n{path.name}: ran in {seconds:.1f} s")
+    if runner.exercises(nb):
+        grades = _grades(nb)
+        assert set(grades.values()) == {"not written yet"}, (
+            f"{path.name} as shipped should grade every exercise 'not written yet' (a stub holds "
+            f"an answer, or the grader did not run): {grades}")
+
+
+@pytest.mark.skipif(_NO_JUPYTEXT is not None, reason=str(_NO_JUPYTEXT))
+@pytest.mark.parametrize("path", EXERCISE_NOTEBOOKS, ids=[p.stem for p in EXERCISE_NOTEBOOKS])
+def test_every_exercise_has_one_solution(path):
+    nb = runner.read_notebook(path)
+    names = runner.exercises(nb)
+    assert names, f"{runner.solutions_path(path)} exists but {path.name} has no exercise"
+    assert len(set(names)) == len(names), f"two exercises of {path.name} share a name: {names}"
+    solutions = runner.read_solutions(runner.solutions_path(path))
+    assert sorted(solutions) == sorted(names), (
+        f"the exercises of {path.name} ({names}) and the solutions in "
+        f"{runner.solutions_path(path).name} ({sorted(solutions)}) do not match")
+
+
+def test_solutions_are_read_block_by_block(tmp_path):
+    file = tmp_path / "99_x.py"
+    file.write_text('"""doc"""\n\n# %%\n# EXERCISE: a\ndef f():\n    return 1\n\n\n'
+                    '# %%\nnot_an_exercise = 1\n\n# %%\n# EXERCISE: b\ng = 2\n', encoding="utf-8")
+    assert runner.read_solutions(file) == {"a": "# EXERCISE: a\ndef f():\n    return 1", "b": "# EXERCISE: b\ng = 2"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_MISSING is not None, reason=str(_MISSING))
+@pytest.mark.parametrize("path", EXERCISE_NOTEBOOKS, ids=[p.stem for p in EXERCISE_NOTEBOOKS])
+def test_notebook_with_solutions_grades_every_exercise_correct(path, tmp_path):
+    solutions = runner.read_solutions(runner.solutions_path(path))
+    try:
+        nb, seconds = runner.execute_notebook(path, tmp_path, solutions=solutions)
+    except runner.NotebookFailed as err:
+        pytest.fail(str(err), pytrace=False)
+    grades = _grades(nb)
+    assert grades and set(grades.values()) == {"correct"}, f"{path.name} with its solutions: {grades}"
+    print(f"\n{path.name} with its solutions: ran in {seconds:.1f} s, {grades}")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_MISSING is not None, reason=str(_MISSING))
+@pytest.mark.parametrize("path", EXERCISE_NOTEBOOKS, ids=[p.stem for p in EXERCISE_NOTEBOOKS])
+def test_grader_fails_wrong_answers(path, tmp_path):
+    wrong = WRONG_ANSWERS.get(path.stem)
+    assert wrong, f"give the exercises of {path.name} wrong answers in WRONG_ANSWERS"
+    try:
+        nb, _ = runner.execute_notebook(path, tmp_path, solutions=wrong)
+    except runner.NotebookFailed as err:
+        pytest.fail(str(err), pytrace=False)
+    grades = _grades(nb)
+    assert set(grades.values()) == {"WRONG"}, f"{path.name} with wrong answers was graded: {grades}"
