@@ -198,7 +198,8 @@ def generate(model: DecoderOnly, prompt_ids, max_new_tokens, *, rng=0, temperatu
 
     ``prompt_ids`` (B, T0) holds prompts of equal length, without padding. Each step draws
     the next token with :func:`~minitransformer.sampling.sample_next_token` (``rng`` a seed
-    or NumPy Generator; ``temperature=0`` is greedy; ``top_k``, ``top_p`` as there). A row
+    or NumPy Generator; ``temperature=0`` is greedy; ``top_k``, ``top_p`` as there), never
+    the padding token (a padded position would be hidden from later steps' attention). A row
     that has produced ``eos_id`` is finished: it gets padding from then on, and generation
     stops when every row is finished. The model runs in eval mode (no dropout) and is put
     back in the mode it was in.
@@ -229,6 +230,7 @@ def generate(model: DecoderOnly, prompt_ids, max_new_tokens, *, rng=0, temperatu
                 logits = model.step(tokens[:, :t] if t == prompt_len else tokens[:, t - 1:t], caches)[:, -1]
             else:
                 logits = model.forward(tokens[:, :t])[:, -1]
+            logits[:, pad] = -np.inf       # padding is never a token to generate: attention hides it
             choice = sample_next_token(logits, rng, temperature, top_k, top_p)
             choice = np.where(finished, pad, choice)
             tokens[:, t] = xp.asarray(choice, dtype=tokens.dtype)
