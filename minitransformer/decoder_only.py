@@ -4,7 +4,8 @@ A GPT block is an encoder layer run under a *causal* mask: self-attention in whi
 position t sees positions <= t only, then the feed-forward network. There is no
 cross-attention, because there is no encoder to attend to. So this model is token and
 position embeddings, the ``Encoder`` stack of :mod:`transformer` (the same layers the
-encoder-decoder uses) run with ``decoder_self_mask``, and a projection to the vocabulary,
+encoder-decoder uses; built by :class:`~minitransformer.heads.StackModel`) run with
+``decoder_self_mask``, and a projection to the vocabulary,
 tied to the token embedding by default (GPT-2). It is trained to predict every next token
 at once (:func:`next_token_targets`), and generates one token at a time (:func:`generate`).
 
@@ -29,11 +30,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import backend as _backend
-from .heads import Embeddings, OutputProjection, StackConfig, check_token_ids
+from .heads import OutputProjection, StackConfig, StackModel, check_token_ids, is_count
 from .module import Module
 from .nn import MultiHeadAttention, as_generator
 from .sampling import sample_next_token
-from .transformer import Encoder, decoder_self_mask
+from .transformer import decoder_self_mask
 
 __all__ = ["DecoderOnlyConfig", "DecoderOnly", "next_token_targets", "generate", "KVCache",
            "attention_reading_caches"]
@@ -47,7 +48,7 @@ class DecoderOnlyConfig(StackConfig):
     norm_first: bool = True         #: pre-LN, as GPT-2
 
 
-class DecoderOnly(Module):
+class DecoderOnly(StackModel):
     """Token ids (B, T) -> next-token logits (B, T, vocab_size): position t predicts token t+1.
 
     ``backward(dlogits)`` adds every parameter's gradient into ``.grad``. Sequences are
@@ -55,32 +56,19 @@ class DecoderOnly(Module):
     skips it with ``CrossEntropyLoss(ignore_index=pad_id)``).
     """
 
-    def __init__(self, config: DecoderOnlyConfig, backend: str | None = None):
-        config.validate()
-        self.config = c = config
-        rng = as_generator(c.seed)
-        dropout_rng = _backend.default_rng(c.seed + 1, backend)   # one generator for every dropout
-        self.embeddings = Embeddings(c, rng, dropout_rng)
-        self.blocks = Encoder(c.layer_config(), rng, dropout_rng)  # run under a causal mask
-        table = self.embeddings.token.weight if c.tie_embeddings else None
-        self.output = OutputProjection(c.d_model, c.vocab_size, table, rng=rng, dtype=c.dtype)
-        if backend is not None:
-            self.to(backend)
-
-    @property
-    def dropout_rng(self):
-        """The generator every dropout layer of the model draws from (checkpoints save it)."""
-        return self.embeddings.dropout.rng
+    def build_heads(self, rng, dropout_rng, table):
+        self.output = OutputProjection(self.config.d_model, self.config.vocab_size, table, rng=rng,
+                                       dtype=self.config.dtype)
 
     def forward(self, ids):
         check_token_ids(ids, self.config)
         x = self.embeddings.forward(ids)
-        h = self.blocks.forward(x, decoder_self_mask(ids, self.config.pad_id))
+        h = self.stack.forward(x, decoder_self_mask(ids, self.config.pad_id))   # GPT: causal
         return self.output.forward(h)
 
     def backward(self, dlogits):
-        """The forward pass in reverse: projection, blocks, embeddings."""
-        self.embeddings.backward(self.blocks.backward(self.output.backward(dlogits)))
+        """The forward pass in reverse: projection, stack, embeddings."""
+        self.embeddings.backward(self.stack.backward(self.output.backward(dlogits)))
 
     # -- generation, one position (or a prompt) at a time -------------------------------
     def start_generation(self, batch, max_len):
@@ -95,14 +83,9 @@ class DecoderOnly(Module):
         the caches (a whole prompt at first, then one token a step). Inference only."""
         start = caches[0].length if caches else 0
         x = self.embeddings.forward(ids, start=start)
-        with attention_reading_caches(self.blocks, caches):
-            h = self.blocks.forward(x, None)
+        with attention_reading_caches(self.stack, caches):
+            h = self.stack.forward(x, None)
         return self.output.forward(h)
-
-    def extra_repr(self):
-        c = self.config
-        return (f"d_model={c.d_model}, heads={c.n_heads}, d_ff={c.d_ff}, layers={c.n_layers}, "
-                f"{'pre' if c.norm_first else 'post'}-LN, params={self.num_parameters():,}")
 
 
 def next_token_targets(ids):
@@ -208,7 +191,7 @@ def generate(model: DecoderOnly, prompt_ids, max_new_tokens, *, rng=0, temperatu
     pad = model.config.pad_id
     if bool((prompt_ids == pad).any()):
         raise ValueError(f"prompt_ids hold padding (id {pad}); give prompts of equal length without padding")
-    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+    if not is_count(max_new_tokens, minimum=1):
         raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     batch, prompt_len = prompt_ids.shape
     total = prompt_len + max_new_tokens

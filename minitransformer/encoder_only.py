@@ -2,7 +2,7 @@
 
 BERT is the encoder half of the Transformer alone: token and position embeddings, the
 encoder stack of :mod:`transformer` (the same ``Encoder`` and ``EncoderLayer``, not a
-copy), and a head on top:
+copy; built by :class:`~minitransformer.heads.StackModel`), and a head on top:
 
 * the **masked-language-model head** (pre-training): some tokens of the input are hidden
   (:func:`mask_tokens`) and the model predicts them from both sides, left and right;
@@ -26,10 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import backend as _backend
-from .heads import Embeddings, MaskedLMHead, SequenceClassifier, StackConfig, check_token_ids
+from .heads import MaskedLMHead, SequenceClassifier, StackConfig, StackModel, check_token_ids, is_count
 from .nn import as_generator
-from .module import Module
-from .transformer import Encoder, padding_mask
+from .transformer import padding_mask
 
 __all__ = ["EncoderOnlyConfig", "EncoderOnly", "mask_tokens", "IGNORE_INDEX", "HEADS"]
 
@@ -51,13 +50,13 @@ class EncoderOnlyConfig(StackConfig):
 
     def _problems(self) -> list[str]:
         problems = super()._problems()
-        if not isinstance(self.n_classes, (int, np.integer)) or self.n_classes < 0:
+        if not is_count(self.n_classes, minimum=0):
             problems.append(f"n_classes must be a non-negative integer (0: no classification head), "
                             f"got {self.n_classes!r}")
         return problems
 
 
-class EncoderOnly(Module):
+class EncoderOnly(StackModel):
     """Token ids (B, T) -> per-token vocabulary logits (MLM) or per-sequence class logits.
 
     ``forward(ids, head="mlm")`` -> (B, T, vocab_size); ``forward(ids, head="classify")`` ->
@@ -66,24 +65,10 @@ class EncoderOnly(Module):
     hidden from attention and from the pooling.
     """
 
-    def __init__(self, config: EncoderOnlyConfig, backend: str | None = None):
-        config.validate()
-        self.config = c = config
-        rng = as_generator(c.seed)
-        dropout_rng = _backend.default_rng(c.seed + 1, backend)   # one generator for every dropout
-        self.embeddings = Embeddings(c, rng, dropout_rng)
-        self.encoder = Encoder(c.layer_config(), rng, dropout_rng)
-        table = self.embeddings.token.weight if c.tie_embeddings else None
-        self.mlm_head = MaskedLMHead(c, table, rng)
-        self.classifier = SequenceClassifier(c, rng, dropout_rng) if c.n_classes else None
-        if backend is not None:
-            self.to(backend)
+    def build_heads(self, rng, dropout_rng, table):
+        self.mlm_head = MaskedLMHead(self.config, table, rng)
+        self.classifier = SequenceClassifier(self.config, rng, dropout_rng) if self.config.n_classes else None
         self._head = None
-
-    @property
-    def dropout_rng(self):
-        """The generator every dropout layer of the model draws from (checkpoints save it)."""
-        return self.embeddings.dropout.rng
 
     def encode(self, ids):
         """Token ids (B, T) -> (last layer's vectors h (B, T, d), keep (B, T): True at real tokens)."""
@@ -92,7 +77,7 @@ class EncoderOnly(Module):
         if not bool(keep.any(axis=1).all()):
             raise ValueError("every sequence needs at least one token that is not padding; "
                              f"row(s) {_backend.to_numpy(~keep.any(axis=1)).nonzero()[0].tolist()} are all padding")
-        h = self.encoder.forward(self.embeddings.forward(ids), padding_mask(ids, self.config.pad_id))
+        h = self.stack.forward(self.embeddings.forward(ids), padding_mask(ids, self.config.pad_id))
         return h, keep
 
     def forward(self, ids, head="mlm"):
@@ -113,13 +98,7 @@ class EncoderOnly(Module):
             raise RuntimeError("EncoderOnly.backward() called before forward()")
         head = self.mlm_head if self._head == "mlm" else self.classifier
         self._head = None
-        self.embeddings.backward(self.encoder.backward(head.backward(dlogits)))
-
-    def extra_repr(self):
-        c = self.config
-        return (f"d_model={c.d_model}, heads={c.n_heads}, d_ff={c.d_ff}, layers={c.n_layers}, "
-                f"{'pre' if c.norm_first else 'post'}-LN, classes={c.n_classes}, "
-                f"params={self.num_parameters():,}")
+        self.embeddings.backward(self.stack.backward(head.backward(dlogits)))
 
 
 # --------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ something after it. Before: token embeddings plus positions (:class:`Embeddings`
 a projection back to the vocabulary (:class:`OutputProjection`, optionally *tied* to the
 token embedding), the masked-language-model head (:class:`MaskedLMHead`), or mean pooling
 and a classifier (:class:`MeanPooling`, :class:`SequenceClassifier`). Their shared settings
-live in :class:`StackConfig`; :mod:`encoder_only` and :mod:`decoder_only` build the models.
+live in :class:`StackConfig`, the embeddings and the stack in :class:`StackModel`;
+:mod:`encoder_only` and :mod:`decoder_only` add their heads.
 
 The layers inside are the ones of :mod:`nn`; what is new is written out here, forward and
 backward side by side: the tied projection ``logits = h E^T + b`` and the masked mean.
@@ -18,8 +19,9 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from . import backend as _backend
-from .nn import ACTIVATIONS, Dropout, Embedding, LayerNorm, Linear, Module, Parameter, PositionalEncoding
-from .transformer import TransformerConfig
+from .nn import (ACTIVATIONS, Dropout, Embedding, LayerNorm, Linear, Module, Parameter, PositionalEncoding,
+                 as_generator)
+from .transformer import Encoder, TransformerConfig
 
 
 # --------------------------------------------------------------------------------------
@@ -57,18 +59,15 @@ class StackConfig:
 
     def _problems(self) -> list[str]:
         """What is wrong with the settings (empty when nothing is); subclasses add theirs."""
-        problems = []
-        for name in ("vocab_size", "d_model", "n_heads", "d_ff", "max_len"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                problems.append(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.n_layers, (int, np.integer)) or self.n_layers < 0:
+        problems = [f"{name} must be a positive integer, got {getattr(self, name)!r}"
+                    for name in ("vocab_size", "d_model", "n_heads", "d_ff", "max_len")
+                    if not is_count(getattr(self, name), minimum=1)]
+        if not is_count(self.n_layers, minimum=0):
             problems.append(f"n_layers must be a non-negative integer, got {self.n_layers!r}")
         if not problems and self.d_model % self.n_heads:
             problems.append(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
-        for name in ("dropout", "attention_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                problems.append(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        problems += [f"{name} must be in [0, 1), got {getattr(self, name)}"
+                     for name in ("dropout", "attention_dropout") if not 0.0 <= getattr(self, name) < 1.0]
         if self.activation not in ACTIVATIONS:
             problems.append(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
         if self.dtype not in ("float32", "float64"):
@@ -111,6 +110,11 @@ class StackConfig:
         return cls.from_dict(json.loads(text))
 
 
+def is_count(value, minimum) -> bool:
+    """True for an integer (Python or NumPy, not a bool) of at least ``minimum``."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum
+
+
 def check_token_ids(ids, config: StackConfig, what="ids"):
     """ValueError unless ``ids`` is a non-empty (batch, length) integer array of token ids
     no longer than the model's ``max_len``."""
@@ -142,6 +146,42 @@ class Embeddings(Module):
     def backward(self, dx):
         """Adds into the embedding (and learned position) tables; ids have no gradient."""
         self.token.backward(self.position.backward(self.dropout.backward(dx)))
+
+
+# --------------------------------------------------------------------------------------
+# The half both models share: embeddings, then the encoder stack
+# --------------------------------------------------------------------------------------
+class StackModel(Module):
+    """Embeddings, then :mod:`transformer`'s own ``Encoder`` (``self.stack``), then heads.
+
+    A subclass builds its heads in :meth:`build_heads`, which receives the generators and,
+    with ``tie_embeddings``, the token embedding table for the output projection to share.
+    """
+
+    def __init__(self, config: StackConfig, backend: str | None = None):
+        config.validate()
+        self.config = c = config
+        rng = as_generator(c.seed)
+        dropout_rng = _backend.default_rng(c.seed + 1, backend)   # one generator for every dropout
+        self.embeddings = Embeddings(c, rng, dropout_rng)
+        self.stack = Encoder(c.layer_config(), rng, dropout_rng)
+        self.build_heads(rng, dropout_rng, self.embeddings.token.weight if c.tie_embeddings else None)
+        if backend is not None:
+            self.to(backend)
+
+    def build_heads(self, rng, dropout_rng, table: Parameter | None) -> None:
+        raise NotImplementedError
+
+    @property
+    def dropout_rng(self):
+        """The generator every dropout layer of the model draws from (checkpoints save it)."""
+        return self.embeddings.dropout.rng
+
+    def extra_repr(self):
+        c = self.config
+        return (f"d_model={c.d_model}, heads={c.n_heads}, d_ff={c.d_ff}, layers={c.n_layers}, "
+                f"{'pre' if c.norm_first else 'post'}-LN, tied={c.tie_embeddings}, "
+                f"params={self.num_parameters():,}")
 
 
 # --------------------------------------------------------------------------------------

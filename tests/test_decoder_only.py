@@ -10,6 +10,7 @@ from minitransformer.losses import CrossEntropyLoss
 from minitransformer.nn import MultiHeadAttention
 from minitransformer.sampling import next_token_probabilities, sample_next_token, top_k_keep, top_p_keep
 from minitransformer.transformer import EncoderLayer
+from stack_helpers import GRADCHECK_VARIANTS, padded_ids, randomised
 
 PAD, EOS = 0, 2
 VOCAB = 11
@@ -22,19 +23,8 @@ def small_config(**kw):
     return DecoderOnlyConfig(**settings)
 
 
-def randomised(model, seed=0):
-    """Every parameter moved off its initial value (no zero biases or unit norms)."""
-    rng = np.random.default_rng(seed)
-    for _, p in model.named_parameters():
-        p.data += rng.normal(0.0, 0.3, p.shape)
-    return model
-
-
-def padded_ids(rng, batch=3, length=7):
-    ids = rng.integers(3, VOCAB, (batch, length))
-    ids[1, 5:] = PAD
-    ids[2, 3:] = PAD
-    return ids
+def padded_batch(rng, lengths=(7, 5, 3), length=7):
+    return padded_ids(rng, 3, VOCAB, lengths, length, PAD)
 
 
 # --------------------------------------------------------------------------------------
@@ -52,20 +42,17 @@ def test_config_defaults_round_trip_and_validation():
 
 def test_the_blocks_are_encoder_layers():
     model = DecoderOnly(small_config())
-    assert all(type(layer) is EncoderLayer for layer in model.blocks.layers)
+    assert all(type(layer) is EncoderLayer for layer in model.stack.layers)
     assert model.output.weight is model.embeddings.token.weight
 
 
 # --------------------------------------------------------------------------------------
 # Gradients
 # --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("norm_first", [True, False], ids=["pre-LN", "post-LN"])
-@pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
-def test_whole_model_gradient_check(norm_first, tie):
-    model = randomised(DecoderOnly(small_config(norm_first=norm_first, tie_embeddings=tie,
-                                                activation="gelu" if tie else "relu",
-                                                learned_positions=not tie)), seed=1)
-    inputs, targets = next_token_targets(padded_ids(np.random.default_rng(2)))
+@pytest.mark.parametrize("variant", GRADCHECK_VARIANTS)
+def test_whole_model_gradient_check(variant):
+    model = randomised(DecoderOnly(small_config(**GRADCHECK_VARIANTS[variant])), seed=1)
+    inputs, targets = next_token_targets(padded_batch(np.random.default_rng(2)))
     criterion = CrossEntropyLoss(ignore_index=PAD, label_smoothing=0.1)
 
     def loss():
@@ -109,8 +96,8 @@ def test_torch_parity(settings):
     from torch_stacks import TorchStack, parameter_map
 
     model = randomised(DecoderOnly(small_config(d_model=16, n_heads=4, d_ff=32, **settings)), seed=3)
-    twin = TorchStack(model, "blocks")
-    inputs, targets = next_token_targets(padded_ids(np.random.default_rng(4), batch=4, length=8))
+    twin = TorchStack(model)
+    inputs, targets = next_token_targets(padded_batch(np.random.default_rng(4), lengths=(8, 6, 3, 2), length=8))
     criterion = CrossEntropyLoss(ignore_index=PAD)
     logits = model.forward(inputs)
     loss = criterion.forward(logits, targets)
@@ -180,7 +167,7 @@ def test_generation_errors_and_the_attention_goes_back():
         model.step(np.array([[3, 4, 5]]), caches)
     assert sum(isinstance(m, MultiHeadAttention) for _, m in model.named_modules()) == 2   # put back
     with pytest.raises(ValueError, match="2 attention modules but 1 caches"):
-        with attention_reading_caches(model.blocks, caches[:1]):
+        with attention_reading_caches(model.stack, caches[:1]):
             pass
 
 

@@ -9,6 +9,7 @@ from minitransformer.heads import MaskedLMHead, MeanPooling, OutputProjection
 from minitransformer.losses import CrossEntropyLoss
 from minitransformer.nn import Parameter
 from minitransformer.transformer import EncoderLayer
+from stack_helpers import GRADCHECK_VARIANTS, padded_ids, randomised
 
 PAD, MASK = 0, 4
 SPECIAL = (0, 1, 2, 3, 4)        # padding, start, end, unknown, [MASK]
@@ -22,11 +23,8 @@ def small_config(**kw):
     return EncoderOnlyConfig(**settings)
 
 
-def padded_ids(rng, batch=3, length=6):
-    ids = rng.integers(5, VOCAB, (batch, length))
-    ids[0, 4:] = PAD
-    ids[2, 2:] = PAD
-    return ids
+def padded_batch(rng, lengths=(4, 6, 2), length=6):
+    return padded_ids(rng, 5, VOCAB, lengths, length, PAD)
 
 
 # --------------------------------------------------------------------------------------
@@ -46,7 +44,7 @@ def test_config_round_trip_and_validation():
 
 def test_the_layers_are_the_encoder_decoders_own():
     model = EncoderOnly(small_config())
-    assert all(type(layer) is EncoderLayer for layer in model.encoder.layers)
+    assert all(type(layer) is EncoderLayer for layer in model.stack.layers)
     names = [n for n, _ in model.named_parameters()]
     assert names.count("embeddings.token.weight") == 1 and "mlm_head.projection.weight" not in names
     assert model.mlm_head.projection.weight is model.embeddings.token.weight     # tied: one parameter
@@ -118,16 +116,11 @@ def test_tied_projection_and_masked_lm_head_gradients():
     check_module(head, rng.standard_normal((2, 3, 8))).assert_ok(1e-9)
 
 
-@pytest.mark.parametrize("norm_first", [False, True], ids=["post-LN", "pre-LN"])
-@pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
-def test_whole_model_gradient_check(norm_first, tie):
+@pytest.mark.parametrize("variant", GRADCHECK_VARIANTS)
+def test_whole_model_gradient_check(variant):
     """Both heads' losses together, every parameter, float64."""
-    model = EncoderOnly(small_config(norm_first=norm_first, tie_embeddings=tie,
-                                     activation="gelu" if tie else "relu", learned_positions=not tie))
-    rng = np.random.default_rng(4)
-    for _, p in model.named_parameters():                    # no zero biases or unit norms
-        p.data += rng.normal(0.0, 0.2, p.shape)
-    ids = padded_ids(rng)
+    model = randomised(EncoderOnly(small_config(**GRADCHECK_VARIANTS[variant])), seed=4)
+    ids = padded_batch(np.random.default_rng(4))
     inputs, targets = mask_tokens(ids, 5, mask_id=MASK, special_ids=SPECIAL, vocab_size=VOCAB, mask_prob=0.4)
     labels = np.array([0, 2, 1])
     mlm_loss, cls_loss = CrossEntropyLoss(ignore_index=IGNORE_INDEX), CrossEntropyLoss(label_smoothing=0.1)
@@ -180,7 +173,7 @@ def test_checkpoint_round_trip(tmp_path):
     checkpoint = load_checkpoint(path)
     assert checkpoint.dropout_rng_state is not None
     restored = restore_model(checkpoint, EncoderOnly(EncoderOnlyConfig.from_dict(checkpoint.config) ))
-    ids = padded_ids(np.random.default_rng(6))
+    ids = padded_batch(np.random.default_rng(6))
     model.eval(), restored.eval()
     np.testing.assert_array_equal(restored.forward(ids, head="classify"), model.forward(ids, head="classify"))
 
@@ -200,12 +193,9 @@ def test_torch_parity(name):
     torch = pytest.importorskip("torch")
     from torch_stacks import TorchStack, parameter_map
 
-    model = EncoderOnly(small_config(d_model=16, n_heads=4, d_ff=32, **PARITY[name]))
-    rng = np.random.default_rng(8)
-    for _, p in model.named_parameters():
-        p.data += rng.normal(0.0, 0.2, p.shape)
-    twin = TorchStack(model, "encoder")
-    ids = padded_ids(rng, batch=4, length=7)
+    model = randomised(EncoderOnly(small_config(d_model=16, n_heads=4, d_ff=32, **PARITY[name])), seed=8)
+    twin = TorchStack(model)
+    ids = padded_batch(np.random.default_rng(8), lengths=(7, 3, 5, 1), length=7)
     inputs, targets = mask_tokens(ids, 1, mask_id=MASK, special_ids=SPECIAL, vocab_size=VOCAB, mask_prob=0.3)
     labels = np.array([0, 2, 1, 1])
     worst = 0.0

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minitransformer import interop
+from minitransformer.decoder_only import DecoderOnly
 from minitransformer.module import Module
 
 #: our parameter name -> (the twin's parameter name, transposed?) outside the encoder stack
@@ -43,11 +44,11 @@ def _activation(name):
 class TorchStack(nn.Module):
     """Embeddings, ``nn.TransformerEncoder`` and the heads of ``model`` (float64, CPU)."""
 
-    def __init__(self, model, stack_name):
+    def __init__(self, model):
         super().__init__()
         c = model.config
         kw = dict(dtype=torch.float64)
-        self.stack_name, self.pad_id, self.causal = stack_name, c.pad_id, stack_name == "blocks"
+        self.pad_id, self.causal = c.pad_id, isinstance(model, DecoderOnly)
         self.scale = math.sqrt(c.d_model) if c.scale_embeddings else 1.0
         self.embed = nn.Embedding(c.vocab_size, c.d_model, padding_idx=c.pad_id, **kw)
         table = torch.as_tensor(np.asarray(model.embeddings.position.positions))
@@ -61,7 +62,7 @@ class TorchStack(nn.Module):
         norm = nn.LayerNorm(c.d_model, eps=1e-5, **kw) if c.norm_first else None
         self.encoder = nn.TransformerEncoder(layer, c.n_layers, norm=norm, enable_nested_tensor=False)
         self.tied = c.tie_embeddings
-        if stack_name == "encoder":          # BERT: masked-LM head and classifier
+        if not self.causal:                    # BERT: masked-LM head and classifier
             self.mlm_dense = nn.Linear(c.d_model, c.d_model, **kw)
             self.mlm_act = interop.gelu_tanh if c.activation == "gelu" else F.relu
             self.mlm_norm = nn.LayerNorm(c.d_model, eps=1e-5, **kw)
@@ -101,12 +102,11 @@ class TorchStack(nn.Module):
 
 def parameter_map(model, twin):
     """our parameter name -> (twin's parameter, transform between the two layouts)."""
-    stack_name = twin.stack_name
-    holder = Module()
-    holder.encoder = getattr(model, stack_name)
+    holder = Module()                    # named like the encoder-decoder's stack, for interop's table
+    holder.encoder = model.stack
     names = dict(HEAD_NAMES)
     for ours, theirs in interop.torch_parameter_names(holder).items():
-        names[stack_name + ours[len("encoder"):]] = theirs
+        names["stack" + ours[len("encoder"):]] = theirs
     out = {}
     for name, _ in model.named_parameters():
         torch_name, transposed = names[name]
