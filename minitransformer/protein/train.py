@@ -136,6 +136,53 @@ def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, f
     return centre - half, centre + half
 
 
+@dataclass
+class DemoData:
+    """The demo's sequences, split: see :func:`load_demo_data`."""
+
+    unlabelled: list          #: pre-training sequences
+    held_out: list            #: pre-training sequences kept out, to score masked-LM accuracy
+    train: object             #: labelled training table (family, sequence, ...)
+    test: object              #: labelled test table, split off by similarity
+    families: list            #: the class names; class i is families[i]
+
+    def labels(self, table) -> list[int]:
+        return [self.families.index(f) for f in table.family]
+
+
+def load_demo_data(settings: DemoSettings) -> DemoData:
+    """The shipped sequences: unlabelled ones split into pre-training and held-out, labelled
+    ones split by similarity (:func:`~.data.similarity_split`)."""
+    families = D.load_families()
+    train, test = D.similarity_split(families, seed=settings.seed)
+    unlabelled = D.load_pretraining().sequence.tolist()
+    cut = settings.mlm_eval_sequences
+    return DemoData(unlabelled[cut:], unlabelled[:cut], train, test, sorted(families.family.unique()))
+
+
+def pretrain_model(data: DemoData, settings: DemoSettings, log=print):
+    """A new model pre-trained by masked language modelling; returns ``(model, scores)`` with
+    the masked-LM accuracy on the held-out sequences and its unigram baseline."""
+    model = EncoderOnly(settings.model_config(len(data.families), settings.seed))
+    pretrain(model, data.unlabelled, settings, log)
+    accuracy, unigram, n_masked = mlm_accuracy(model, data.held_out, settings, unigram_from=data.unlabelled)
+    log(f"masked-LM accuracy {accuracy:.3f} (unigram baseline {unigram:.3f}) on {n_masked} masked residues")
+    return model, {"mlm_accuracy": accuracy, "mlm_unigram_baseline": unigram, "mlm_n_masked": n_masked}
+
+
+def finetune_model(data: DemoData, settings: DemoSettings, seed: int, pretrained: EncoderOnly | None = None):
+    """Fine-tune on ``settings.per_family`` labelled sequences per family (drawn with ``seed``),
+    from ``pretrained``'s weights (all but its classifier) or, without it, from scratch.
+    Returns ``(model, test accuracy)``."""
+    model = EncoderOnly(settings.model_config(len(data.families), seed))
+    if pretrained is not None:
+        weights = {k: v for k, v in pretrained.state_dict().items() if not k.startswith("classifier.")}
+        model.load_state_dict({**model.state_dict(), **weights})
+    few = D.few_per_family(data.train, settings.per_family, seed)
+    finetune(model, few.sequence.tolist(), data.labels(few), settings, seed)
+    return model, classification_accuracy(model, data.test.sequence.tolist(), data.labels(data.test), settings)
+
+
 def run_demo(out_dir, settings: DemoSettings | None = None, log=print) -> dict:
     """Pre-train, fine-tune pre-trained and from scratch, evaluate; writes ``model.npz`` (the
     pre-trained model fine-tuned with the first seed) and ``evaluation.json``; returns the
@@ -143,53 +190,36 @@ def run_demo(out_dir, settings: DemoSettings | None = None, log=print) -> dict:
     settings = settings or DemoSettings()
     out_dir = Path(out_dir)
     start = time.perf_counter()
-    families = D.load_families()
-    train, test = D.similarity_split(families, seed=settings.seed)
-    names = sorted(families.family.unique())
-    label = {name: i for i, name in enumerate(names)}
-    unlabelled = D.load_pretraining().sequence.tolist()
-    held_out, unlabelled = unlabelled[:settings.mlm_eval_sequences], unlabelled[settings.mlm_eval_sequences:]
-    log(f"{len(unlabelled)} pre-training sequences; {len(names)} families, {len(train)} train / "
-        f"{len(test)} test sequences (split by similarity), {settings.per_family} labelled per family")
-
-    pretrained = EncoderOnly(settings.model_config(len(names), settings.seed))
-    pretrain(pretrained, unlabelled, settings, log)
-    mlm, unigram, n_masked = mlm_accuracy(pretrained, held_out, settings, unigram_from=unlabelled)
-    log(f"masked-LM accuracy {mlm:.3f} (unigram baseline {unigram:.3f}) on {n_masked} masked residues")
-    weights = {k: v for k, v in pretrained.state_dict().items() if not k.startswith("classifier.")}
-
+    data = load_demo_data(settings)
+    log(f"{len(data.unlabelled)} pre-training sequences; {len(data.families)} families, {len(data.train)} "
+        f"train / {len(data.test)} test sequences (split by similarity), {settings.per_family} labelled "
+        f"per family")
+    pretrained, mlm_scores = pretrain_model(data, settings, log)
     runs, first = [], None
-    test_labels = [label[f] for f in test.family]
     for seed in settings.seeds:
-        few = D.few_per_family(train, settings.per_family, seed)
-        seqs, labels = few.sequence.tolist(), [label[f] for f in few.family]
-        scores = {}
-        for kind in ("pretrained", "scratch"):
-            model = EncoderOnly(settings.model_config(len(names), seed))
-            if kind == "pretrained":
-                model.load_state_dict({**model.state_dict(), **weights})
-            finetune(model, seqs, labels, settings, seed)
-            scores[kind] = classification_accuracy(model, test.sequence.tolist(), test_labels, settings)
-            if kind == "pretrained" and first is None:
-                first = model
-        log(f"seed {seed}: test accuracy pre-trained {scores['pretrained']:.3f}, from scratch "
-            f"{scores['scratch']:.3f} ({time.perf_counter() - start:.0f} s)")
-        runs.append({"seed": seed, **scores})
+        model, with_pretraining = finetune_model(data, settings, seed, pretrained)
+        first = first or model
+        _, from_scratch = finetune_model(data, settings, seed)
+        log(f"seed {seed}: test accuracy pre-trained {with_pretraining:.3f}, from scratch "
+            f"{from_scratch:.3f} ({time.perf_counter() - start:.0f} s)")
+        runs.append({"seed": seed, "pretrained": with_pretraining, "scratch": from_scratch})
 
-    n = len(test)
+    n = len(data.test)
     evaluation = {
-        "mlm_accuracy": mlm, "mlm_unigram_baseline": unigram, "mlm_n_masked": n_masked,
+        **mlm_scores,
         "classification_accuracy_pretrained": float(np.mean([r["pretrained"] for r in runs])),
         "classification_accuracy_scratch": float(np.mean([r["scratch"] for r in runs])),
-        "n_test": n, "n_train_labelled": len(names) * settings.per_family, "n_families": len(names),
-        "runs": runs, "seconds": round(time.perf_counter() - start, 1),
+        "n_test": n, "n_train_labelled": len(data.families) * settings.per_family,
+        "n_families": len(data.families), "runs": runs, "seconds": round(time.perf_counter() - start, 1),
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()},
     }
-    for kind in ("pretrained", "scratch"):   # per seed, n test sequences: interval of the mean
+    # Wilson interval of the mean accuracy over the seeds, with n = the test sequences (the
+    # same ones for every seed): it counts the test set's sampling error, not the seeds' spread
+    for kind in ("pretrained", "scratch"):
         successes = evaluation[f"classification_accuracy_{kind}"] * n
         evaluation[f"classification_ci95_{kind}"] = list(wilson_interval(successes, n))
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out_dir / "model.npz", first, metadata={"model": "encoder_only", "families": names})
+    save_checkpoint(out_dir / "model.npz", first, metadata={"model": "encoder_only", "families": data.families})
     tmp = out_dir / "evaluation.json.tmp"
     tmp.write_text(json.dumps(evaluation, indent=2))
     tmp.replace(out_dir / "evaluation.json")
