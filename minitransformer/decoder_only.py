@@ -15,29 +15,27 @@ Generating token t+1 needs the last layer's vector at position t only. Inside a 
 everything but self-attention acts on each position alone (norms, feed-forward, residual
 sums), and self-attention needs the keys and values of the earlier positions — which do not
 change as the sequence grows. So each layer keeps them (:class:`KVCache`), and a step runs
-the layers on the new position only. The layers run their own ``forward``, unchanged:
-during a step each layer's attention module is stood in for by one that computes the new
-position's query, key and value, appends the key and value to the cache and attends over
-all of them (:func:`attention_reading_caches`). ``generate(..., use_cache=False)`` runs
+the layers on the new positions only, each through its own residual blocks
+(:meth:`~minitransformer.transformer.Residual.around`): only the self-attention differs, it
+computes the new positions' queries, keys and values, appends the keys and values to the
+cache and attends over all of them (:func:`cached_self_attention`). ``generate(..., use_cache=False)`` runs
 the whole model over the whole prefix at every step instead: the reference the cached
 path is tested against.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import backend as _backend
 from .heads import OutputProjection, StackConfig, StackModel, check_token_ids, is_count
-from .module import Module
-from .nn import MultiHeadAttention, as_generator
+from .nn import as_generator
 from .sampling import sample_next_token
 from .transformer import decoder_self_mask
 
 __all__ = ["DecoderOnlyConfig", "DecoderOnly", "next_token_targets", "generate", "KVCache",
-           "attention_reading_caches"]
+           "cached_self_attention"]
 
 
 @dataclass
@@ -81,10 +79,17 @@ class DecoderOnly(StackModel):
     def step(self, ids, caches):
         """Logits (B, T_new, V) for ``ids`` (B, T_new), the tokens that follow those already in
         the caches (a whole prompt at first, then one token a step). Inference only."""
+        if len(caches) != len(self.stack.layers):
+            raise ValueError(f"the model has {len(self.stack.layers)} layers but {len(caches)} caches "
+                             f"were given; make them with start_generation")
         start = caches[0].length if caches else 0
-        x = self.embeddings.forward(ids, start=start)
-        with attention_reading_caches(self.stack, caches):
-            h = self.stack.forward(x, None)
+        h = self.embeddings.forward(ids, start=start)
+        for layer, cache in zip(self.stack.layers, caches):
+            self_attention, feed_forward = layer.blocks
+            h = self_attention.around(cached_self_attention, h, layer.self_attn, cache)
+            h = feed_forward.forward(h)
+        if self.stack.final_norm is not None:
+            h = self.stack.final_norm.forward(h)
         return self.output.forward(h)
 
 
@@ -122,54 +127,17 @@ class KVCache:
         return self.k[:, :, :end], self.v[:, :, :end]
 
 
-class _CachedSelfAttention:
-    """Stands in for a layer's self-attention during a generation step.
-
-    The new positions' queries, keys and values come from the layer's own projection; the
-    keys and values join the cache; the queries attend over every cached position up to
-    their own (query i of a step that starts at position s sees keys 0 .. s + i)."""
-
-    def __init__(self, attention: MultiHeadAttention, cache: KVCache):
-        self.attention, self.cache = attention, cache
-
-    def forward(self, x_q, x_kv=None, mask=None):
-        q, k, v = self.attention.project_self(x_q)
-        start = self.cache.length
-        keys, values = self.cache.append(k, v)
-        xp = _backend.get_array_module(q)
-        causal = xp.arange(keys.shape[2])[None, :] <= start + xp.arange(q.shape[2])[:, None]
-        return self.attention.attend(q, keys, values, causal[None, None])
-
-    __call__ = forward
-
-
-@contextmanager
-def attention_reading_caches(stack: Module, caches):
-    """Within the ``with`` block, the k-th self-attention module of ``stack`` reads and
-    extends ``caches[k]``; afterwards every module is back in its place.
-
-    The attention modules are found by type among the stack's children, so the layers
-    themselves need no generation code of their own."""
-    found = {}        # id(attention) -> [(parent module, attribute name), ...], in layer order
-    attentions = []
-    for _, parent in stack.named_modules():
-        for name, child in parent.named_children():
-            if isinstance(child, MultiHeadAttention):
-                if id(child) not in found:
-                    found[id(child)] = []
-                    attentions.append(child)
-                found[id(child)].append((parent, name))
-    if len(attentions) != len(caches):
-        raise ValueError(f"the stack has {len(attentions)} attention modules but {len(caches)} caches were given")
-    try:
-        for attention, cache in zip(attentions, caches):
-            for parent, name in found[id(attention)]:
-                setattr(parent, name, _CachedSelfAttention(attention, cache))
-        yield
-    finally:
-        for attention in attentions:
-            for parent, name in found[id(attention)]:
-                setattr(parent, name, attention)
+def cached_self_attention(x, attention, cache: KVCache):
+    """Self-attention of the new positions ``x`` (B, T_new, d) over every cached position up
+    to their own: their queries, keys and values come from the layer's own projection, and
+    the keys and values join the cache (query i of a step that starts at position s sees
+    keys 0 .. s + i)."""
+    q, k, v = attention.project_self(x)
+    start = cache.length
+    keys, values = cache.append(k, v)
+    xp = _backend.get_array_module(q)
+    causal = xp.arange(keys.shape[2])[None, :] <= start + xp.arange(q.shape[2])[:, None]
+    return attention.attend(q, keys, values, causal[None, None])
 
 
 # --------------------------------------------------------------------------------------
