@@ -12,7 +12,7 @@ from ..errors import number_type
 from .genetic_code import AVAILABLE_TABLES, get_genetic_code
 
 __all__ = ["HelpFormatter", "POSITIVE_INT", "NON_NEGATIVE_INT", "POSITIVE_NUMBER", "table_type",
-           "TABLE_HELP", "add_backend", "add_model", "add_seed", "add_no_progress"]
+           "TABLE_HELP", "add_backend", "add_model", "add_seed", "add_no_progress", "add_force", "add_resume"]
 
 POSITIVE_INT = number_type("positive integer")
 NON_NEGATIVE_INT = number_type("non-negative integer")
@@ -57,4 +57,19 @@ def add_seed(p, help: str, default: int = 0):
 
 
 def add_no_progress(p):
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (the lines of the periodic checks are still printed)")
+
+
+def add_force(p, what: str = "an existing --out model"):
+    p.add_argument("--force", action="store_true",
+                   help=f"replace {what} (without it, a run refuses to start rather than overwrite a "
+                        f"model; an interrupted run never replaces a model it did not make)")
+
+
+def add_resume(p, command: str):
+    p.add_argument("--resume", metavar="CHECKPOINT",
+                   help=f"continue the run saved in CHECKPOINT (by an interrupted or shorter 'codon {command}'; "
+                        f"--out may be CHECKPOINT itself): the same steps, bit for bit, as a run that was "
+                        f"never stopped" + (" (give the options of the run you resume)" if command == "finetune"
+                                            else "; the model, recipe, table and data are the checkpoint's"))
