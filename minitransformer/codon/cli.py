@@ -36,7 +36,7 @@ from .finetune import FINETUNE_DEFAULTS, FREEZE_CHOICES
 from .genetic_code import get_genetic_code
 from .inputs import picture_output, translate_inputs
 from .options import (NON_NEGATIVE_INT, POSITIVE_INT, POSITIVE_NUMBER, TABLE_HELP, HelpFormatter, add_backend,
-                      add_force, add_model, add_no_progress, add_resume, add_seed, table_type)
+                      add_force, add_model, add_no_progress, add_resume, add_seed, progress_mode, table_type)
 from .report import score_table
 from .train import CodonRecipe
 
@@ -80,7 +80,7 @@ def _add_demo(sub):
 def _run_demo(args):
     return demo.run_demo(args.out_dir, time_budget=args.time_budget, seed=args.seed, backend=args.backend,
                          eval_pairs=args.eval_pairs, long_eval_pairs=args.long_eval_pairs,
-                         progress=not args.no_progress, force=args.force)
+                         progress=progress_mode(args), force=args.force)
 
 
 # ======================================================================================
@@ -191,7 +191,7 @@ def _recipe_from_args(args) -> CodonRecipe:
 def _run_train(args):
     return runs.train_to_file(args.out, _recipe_from_args(args), table=args.table, data_path=args.data,
                               seed=args.seed, backend=args.backend, max_steps=args.max_steps,
-                              time_budget=args.time_budget, progress=not args.no_progress,
+                              time_budget=args.time_budget, progress=progress_mode(args),
                               force=args.force, resume=args.resume)
 
 
@@ -277,7 +277,7 @@ def _run_finetune(args):
                                  warmup_steps=args.warmup, max_steps=args.steps, time_budget=args.time_budget,
                                  target_exact=None if args.no_early_stop else args.target,
                                  check_every=args.check_every, check_pairs=args.check_pairs, seed=args.seed,
-                                 backend=args.backend, progress=not args.no_progress, force=args.force,
+                                 backend=args.backend, progress=progress_mode(args), force=args.force,
                                  resume=args.resume)
 
 

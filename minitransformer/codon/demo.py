@@ -89,7 +89,8 @@ def run_demo(out_dir, *, time_budget: float = 480.0, seed: int = 0, backend=None
 # --------------------------------------------------------------------------------------
 # The four steps
 # --------------------------------------------------------------------------------------
-def train_default_model(files: dict, *, time_budget: float, seed: int, backend=None, progress=True, output=None):
+def train_default_model(files: dict, *, time_budget: float, seed: int, backend=None, progress=True,
+                        output=None):
     """Step 1: train, save the model, its history and learning curve. ``(run, wall seconds)``.
     ``output``: where the model may go (:class:`~minitransformer.codon.inputs.ModelOutput`;
     default: ``files["model"]``, replaced if it exists)."""

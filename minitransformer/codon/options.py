@@ -12,7 +12,8 @@ from ..errors import number_type
 from .genetic_code import AVAILABLE_TABLES, get_genetic_code
 
 __all__ = ["HelpFormatter", "POSITIVE_INT", "NON_NEGATIVE_INT", "POSITIVE_NUMBER", "table_type",
-           "TABLE_HELP", "add_backend", "add_model", "add_seed", "add_no_progress", "add_force", "add_resume"]
+           "TABLE_HELP", "add_backend", "add_model", "add_seed", "add_no_progress", "progress_mode", "add_force",
+           "add_resume"]
 
 POSITIVE_INT = number_type("positive integer")
 NON_NEGATIVE_INT = number_type("non-negative integer")
@@ -59,6 +60,12 @@ def add_seed(p, help: str, default: int = 0):
 def add_no_progress(p):
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (the lines of the periodic checks are still printed)")
+
+
+def progress_mode(args):
+    """What ``Trainer.fit`` shows (:class:`~minitransformer.training.Progress`): a bar or
+    periodic lines, or with ``--no-progress`` only the lines of the checks."""
+    return "checks" if args.no_progress else True
 
 
 def add_force(p, what: str = "an existing --out model"):
