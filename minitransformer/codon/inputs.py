@@ -127,9 +127,9 @@ class ModelOutput:
     """
 
     def __init__(self, out, option: str = "--out", *, force: bool = False, inputs=(), resume=None):
-        self.out = Path(out)
+        self.out = Path(out)   # (checked as given: "newdir/" names a folder, Path("newdir/") does not)
         self.in_place = resume is not None and same_file(self.out, Path(resume))
-        check_output_path(self.out, option, inputs=[i for i in inputs if i is not None],
+        check_output_path(out, option, inputs=[i for i in inputs if i is not None],
                           overwrite=force or self.in_place)
         self.option, self.force = option, force
         self.found = _identity(self.out)

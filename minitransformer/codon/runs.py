@@ -112,7 +112,7 @@ def finetune_to_file(source, out, table: int, *, data_path=None, n_pairs=None, m
     ``resume``: a checkpoint saved by an interrupted run of the same fine-tuning (the same
     options): it continues from there exactly.
     """
-    source, out = Path(source), Path(out)
+    output_text, source, out = out, Path(source), Path(out)
     if same_file(source, out):
         raise CommandError(f"--out {out} is the --from model itself, which is never overwritten; "
                            f"give another file name")
@@ -121,7 +121,7 @@ def finetune_to_file(source, out, table: int, *, data_path=None, n_pairs=None, m
     if data_path and (min_len or max_len):
         raise CommandError("--min-len and --max-len are for random pairs; with --data the lengths are "
                            "the file's")
-    output = ModelOutput(out, force=force, inputs=(source, data_path), resume=resume)
+    output = ModelOutput(output_text, force=force, inputs=(source, data_path), resume=resume)
     model, ckpt = load_codon_model(source, backend)
     from_table, code = model_table(ckpt), get_genetic_code(table)
     recipe = checkpoint_recipe(model, ckpt)
