@@ -2,9 +2,12 @@
 
 A codon checkpoint is an ordinary ``.npz`` checkpoint (:mod:`minitransformer.checkpoint`)
 whose metadata says ``"task": "codon"`` and records the genetic code it was trained for,
-its recipe and how far its curriculum got. :func:`save_codon_model` is the one place that
-metadata is written: the save at the end of a run (:func:`save_run`) and the save on Ctrl-C
-(:func:`save_on_interrupt`) both call it.
+its recipe, how far its curriculum got and where its data streams stood (``resume``, for
+``--resume``). :func:`save_codon_model` is the one place that metadata is written: the save
+of a finished or interrupted run (:func:`save_run`) and a trainer's save on Ctrl-C
+(:func:`save_on_interrupt`) both call it. :func:`check_codon_metadata` is the one place it is
+checked when a model is loaded: a field that is wrong is an error naming the file and the
+field, never replaced by a default.
 """
 from __future__ import annotations
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import pandas as pd
 
@@ -35,8 +34,9 @@ from .checkpoints import load_codon_model, model_table, trained_lengths
 from .finetune import FINETUNE_DEFAULTS, FREEZE_CHOICES
 from .genetic_code import get_genetic_code
 from .inputs import picture_output, translate_inputs
-from .options import (NON_NEGATIVE_INT, POSITIVE_INT, POSITIVE_NUMBER, TABLE_HELP, HelpFormatter, add_backend,
-                      add_force, add_model, add_no_progress, add_resume, add_seed, progress_mode, table_type)
+from .options import (ARCHITECTURE_OPTIONS, NON_NEGATIVE_INT, POSITIVE_INT, POSITIVE_NUMBER, TABLE_HELP,
+                      HelpFormatter, add_architecture, add_backend, add_force, add_model, add_no_progress,
+                      add_resume, add_seed, progress_mode, table_type)
 from .report import score_table
 from .train import CodonRecipe
 
@@ -112,6 +112,7 @@ def _run_make_data(args):
     from .data import generate_pairs, write_pairs_csv
     if args.min_len > args.max_len:
         raise CommandError(f"--min-len {args.min_len} is larger than --max-len {args.max_len}")
+    out = None if args.out == "-" else check_output_path(args.out, "--out")
     pairs = generate_pairs(args.n, args.min_len, args.max_len, args.table, args.stop_rate, args.seed)
     longest = CodonRecipe().max_len // 3
     if args.max_len > longest:
@@ -120,7 +121,6 @@ def _run_make_data(args):
     if args.out == "-":
         write_pairs_csv(pairs, sys.stdout)
         return 0
-    out = check_output_path(args.out, "--out")
     write_pairs_csv(pairs, out)
     print(f"wrote {len(pairs)} pairs (proteins of {args.min_len}-{args.max_len} residues, "
           f"{get_genetic_code(args.table)}) to {out}")
@@ -140,18 +140,16 @@ def _add_train(sub):
                     "Adam with warm-up. Without --data it trains on fresh random pairs every step.\n\n"
                     "Training stops when a check set of the full length range is translated well\n"
                     f"enough ({recipe.target_exact:.1%} exact), at --max-steps, at --time-budget, "
-                    "or on Ctrl-C\n(which saves the model first). Writes the checkpoint, its training "
-                    "history\n(MODEL.history.csv) and a learning-curve picture (MODEL.learning-curve.png).",
+                    "or on Ctrl-C\nor SIGTERM (which save the model first; --resume continues from it). Writes the\n"
+                    "checkpoint, its training history (MODEL.history.csv) and a learning-curve picture\n"
+                    "(MODEL.learning-curve.png).",
         epilog="example:\n  minitransformer codon train --time-budget 300 --out runs/codon.npz")
     p.add_argument("--data", metavar="FILE.csv",
                    help="train on these pairs (columns rna,protein) instead of fresh random ones")
     # the defaults are filled in by _recipe_from_args: None says "not given", which --resume needs
     p.add_argument("--table", type=table_type, default=None, help=TABLE_HELP + " (default: 1)")
     add_backend(p)
-    for option, name, what in ARCHITECTURE_OPTIONS:
-        p.add_argument(option, type=number_type("probability below 1") if name == "dropout" else POSITIVE_INT,
-                       default=None, metavar="P" if name == "dropout" else "N",
-                       help=f"{what} (default: {getattr(recipe, name)})")
+    add_architecture(p, recipe)
     p.add_argument("--max-steps", type=POSITIVE_INT, default=None, metavar="N",
                    help="stop after this many optimizer steps (default: no limit)")
     p.add_argument("--time-budget", type=POSITIVE_NUMBER, default=None, metavar="SECONDS",
@@ -163,14 +161,6 @@ def _add_train(sub):
     add_force(p)
     add_resume(p, "train")
     add_no_progress(p)
-
-
-#: (option, CodonRecipe field, help) of the model's shape; --layers sets both layer counts
-ARCHITECTURE_OPTIONS = (("--d-model", "d_model", "model width"),
-                        ("--heads", "n_heads", "attention heads (must divide --d-model)"),
-                        ("--d-ff", "d_ff", "feed-forward width"),
-                        ("--layers", "n_encoder_layers", "encoder layers, and as many decoder layers"),
-                        ("--dropout", "dropout", "dropout rate (embeddings, residuals, feed-forward)"))
 
 
 def _recipe_from_args(args) -> CodonRecipe:

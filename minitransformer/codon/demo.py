@@ -13,13 +13,14 @@ it found. Each step prints its own lines and returns what the next steps and the
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import CommandError
-from ..files import check_output_path
+from ..files import atomic_write, check_output_path
 from .checkpoints import save_run
 from .data import generate_pairs, load_example_genes
 from .genetic_code import get_genetic_code
@@ -81,7 +82,7 @@ def run_demo(out_dir, *, time_budget: float = 480.0, seed: int = 0, backend=None
     evaluation["attention"] = draw_attention(run.model, genes, files["attention"], eval_rng)
     evaluation["seconds"] = round(time.perf_counter() - started, 1)
     evaluation["files"] = {k: str(v) for k, v in files.items()}
-    files["evaluation"].write_text(json.dumps(evaluation, indent=2) + "\n")
+    atomic_write(files["evaluation"], lambda f: f.write((json.dumps(evaluation, indent=2) + "\n").encode()))
     _print_summary(evaluation, files)
     return 0
 
@@ -102,12 +103,15 @@ def train_default_model(files: dict, *, time_budget: float, seed: int, backend=N
                             progress=progress)
     train_wall = time.perf_counter() - t0
     interrupted = getattr(run.trainer, "stop_reason", None) == "interrupted"
-    model = (output or ModelOutput(files["model"], force=True)).path(interrupted)
+    output = output or ModelOutput(files["model"], force=True)
+    model = output.path(interrupted)
     save_run(model, run)
+    if output.note(model, interrupted):
+        print(output.note(model, interrupted), file=sys.stderr)
     if interrupted:
         print(f"interrupted: the model after {run.trainer.step} steps is saved to {model}")
         return run, train_wall
-    run.history.to_csv(files["history"], index=False)
+    atomic_write(files["history"], lambda f: run.history.to_csv(f, index=False))
     plot_codon_learning_curves(run, files["learning curve"], title=f"codon demo, {code}")
     for line in describe_training(run):
         print(INDENT + line)

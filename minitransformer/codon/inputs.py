@@ -17,7 +17,7 @@ from .genetic_code import get_genetic_code
 from .report import SHOWN_ROWS, row_list
 
 __all__ = ["one_line", "read_pairs", "mismatched_rows", "read_training_pairs", "check_lengths",
-           "translate_inputs", "ModelOutput", "picture_output", "same_file", "sidecar"]
+           "translate_inputs", "ModelOutput", "picture_output", "same_file", "SIDECARS", "sidecar"]
 
 
 # --------------------------------------------------------------------------------------
@@ -131,6 +131,8 @@ class ModelOutput:
         self.in_place = resume is not None and same_file(self.out, Path(resume))
         check_output_path(out, option, inputs=[i for i in inputs if i is not None],
                           overwrite=force or self.in_place)
+        for suffix in SIDECARS:   # the history and learning curve written beside the model
+            check_output_path(sidecar(self.out, suffix), f"{option} (the file beside it)")
         self.option, self.force = option, force
         self.found = _identity(self.out)
 
@@ -195,6 +197,10 @@ def same_file(a: Path, b: Path) -> bool:
     except OSError:
         pass
     return a.resolve() == b.resolve()
+
+
+#: what a training run writes beside its model: its history and learning curve
+SIDECARS = (".history.csv", ".learning-curve.png")
 
 
 def sidecar(out: Path, suffix: str) -> Path:

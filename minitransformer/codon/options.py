@@ -13,7 +13,7 @@ from .genetic_code import AVAILABLE_TABLES, get_genetic_code
 
 __all__ = ["HelpFormatter", "POSITIVE_INT", "NON_NEGATIVE_INT", "POSITIVE_NUMBER", "table_type",
            "TABLE_HELP", "add_backend", "add_model", "add_seed", "add_no_progress", "progress_mode", "add_force",
-           "add_resume"]
+           "add_resume", "ARCHITECTURE_OPTIONS", "add_architecture"]
 
 POSITIVE_INT = number_type("positive integer")
 NON_NEGATIVE_INT = number_type("non-negative integer")
@@ -80,3 +80,20 @@ def add_resume(p, command: str):
                         f"--out may be CHECKPOINT itself): the same steps, bit for bit, as a run that was "
                         f"never stopped" + (" (give the options of the run you resume)" if command == "finetune"
                                             else "; the model, recipe, table and data are the checkpoint's"))
+
+
+#: (option, CodonRecipe field, help) of the model's shape; --layers sets both layer counts
+ARCHITECTURE_OPTIONS = (("--d-model", "d_model", "model width"),
+                        ("--heads", "n_heads", "attention heads (must divide --d-model)"),
+                        ("--d-ff", "d_ff", "feed-forward width"),
+                        ("--layers", "n_encoder_layers", "encoder layers, and as many decoder layers"),
+                        ("--dropout", "dropout", "dropout rate (embeddings, residuals, feed-forward)"))
+
+
+def add_architecture(p, recipe):
+    """The options of the model's shape, :data:`ARCHITECTURE_OPTIONS`. Their default is None
+    ("not given", which ``--resume`` needs to know); the help says ``recipe``'s value."""
+    for option, name, what in ARCHITECTURE_OPTIONS:
+        p.add_argument(option, type=number_type("probability below 1") if name == "dropout" else POSITIVE_INT,
+                       default=None, metavar="P" if name == "dropout" else "N",
+                       help=f"{what} (default: {getattr(recipe, name)})")

@@ -14,12 +14,13 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import CommandError
+from ..files import atomic_write
 from .checkpoints import checkpoint_recipe, load_codon_model, model_table, save_run, trained_lengths
 from .data import generate_pairs
 from .finetune import (FINETUNE_DEFAULTS, finetune_codon_model, frozen_parameter_names, held_out_pairs,
                        score_held_out)
 from .genetic_code import get_genetic_code
-from .inputs import ModelOutput, read_training_pairs, same_file, sidecar
+from .inputs import SIDECARS, ModelOutput, read_training_pairs, same_file, sidecar
 from .report import describe_training, pct, plot_codon_learning_curves, scores_line
 from .train import CodonRecipe, train_codon_model
 
@@ -50,7 +51,7 @@ def train_to_file(out, recipe: CodonRecipe, *, table: int | None = None, data_pa
     if resume is not None:
         model, ckpt, earlier = _resumed(resume, backend, "train")
         recipe, table = checkpoint_recipe(model, ckpt), _same_table(ckpt, table)
-        data_path = data_path or ckpt.metadata.get("data")
+        data_path = data_path or (ckpt.metadata or {}).get("data")
     table = 1 if table is None else table
     data = read_training_pairs(data_path, table, recipe.max_len) if data_path else None
     source = f"{len(data)} pairs from {data_path}" if data is not None else "fresh random pairs"
@@ -76,7 +77,7 @@ def train_to_file(out, recipe: CodonRecipe, *, table: int | None = None, data_pa
 def _resumed(path, backend, command: str):
     """``(model, checkpoint, earlier history rows)`` of a run to resume with ``codon COMMAND``."""
     model, ckpt = load_codon_model(path, backend)
-    made_by = "finetune" if isinstance(ckpt.metadata.get("finetune"), dict) else "train"
+    made_by = "finetune" if isinstance((ckpt.metadata or {}).get("finetune"), dict) else "train"
     if made_by != command:
         raise CommandError(f"--resume {path} was saved by 'codon {made_by}'; resume it with "
                            f"'codon {made_by} --resume {path}'")
@@ -236,8 +237,8 @@ def _save_model(output, run, data_path, title: str, extra: dict | None = None):
 
 def _save_history(out: Path, run, title: str) -> tuple[Path, Path]:
     """A run's history and learning curve beside its model: ``(history, curve)`` paths."""
-    history_path, curve_path = sidecar(out, ".history.csv"), sidecar(out, ".learning-curve.png")
-    run.history.to_csv(history_path, index=False)
+    history_path, curve_path = (sidecar(out, suffix) for suffix in SIDECARS)
+    atomic_write(history_path, lambda f: run.history.to_csv(f, index=False))
     plot_codon_learning_curves(run, curve_path, title=title)
     return history_path, curve_path
 
