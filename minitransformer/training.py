@@ -257,11 +257,12 @@ class Trainer:
 class Progress:
     """How :meth:`Trainer.fit` shows where it is.
 
-    ``mode`` True: on a terminal, a tqdm bar of the steps out of ``max_steps`` or, with only
-    a ``time_budget``, of the seconds out of the budget, and the time left of the budget
-    either way; when stderr is not a terminal (a pipe, a log, CI), where a bar's ``\\r``
-    redraws pile up, a plain line every :attr:`EVERY_SECONDS` instead. ``"checks"``: no bar
-    and no lines, but the evaluations' lines (:meth:`write`). False: nothing at all.
+    ``mode`` True: on a terminal (or in a notebook), a tqdm bar of the steps out of
+    ``max_steps`` or, with only a ``time_budget``, of the seconds out of the budget, and the
+    time left of the budget either way; when stderr is not a terminal (a pipe, a log, CI),
+    where a bar's ``\\r`` redraws pile up, a plain line every :attr:`EVERY_SECONDS` instead.
+    ``"checks"``: no bar and no lines, but the evaluations' lines (:meth:`write`). False:
+    nothing at all.
     """
 
     #: seconds between two plain progress lines
@@ -275,13 +276,16 @@ class Progress:
         self.max_steps, self.time_budget, self.first_step = max_steps, time_budget, step
         self.started = self.last_line = time.perf_counter()
         self.postfix: dict = {}
-        on_terminal = mode is True and hasattr(self.file, "isatty") and self.file.isatty()
+        # (a notebook's output is no terminal, but it redraws a bar's line as a terminal does)
+        on_terminal = mode is True and ((hasattr(self.file, "isatty") and self.file.isatty())
+                                        or "ipykernel" in sys.modules)
         self.plain = mode is True and not on_terminal
         by_time = max_steps is None and time_budget is not None
         self.bar = tqdm(total=round(time_budget) if by_time else max_steps, initial=0 if by_time else step,
                         desc=description, disable=not on_terminal, dynamic_ncols=True, leave=True,
                         unit="s" if by_time else "step", file=self.file,
-                        bar_format="{l_bar}{bar}| {n:.0f}/{total} s of the time budget{postfix}" if by_time else None)
+                        bar_format=("{l_bar}{bar}| {n:.0f}/{total} s of the time budget{postfix}"
+                                    if by_time else None))
         self.by_time = by_time
 
     def _seconds_left(self) -> float | None:
