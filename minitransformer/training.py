@@ -233,7 +233,12 @@ class Trainer:
         already_evaluated = bool(eval_every) and self.step % eval_every == 0
         if evaluate is not None and self.stop_reason not in ("target reached", "interrupted") \
                 and not already_evaluated:
-            self._evaluate(evaluate, None)
+            try:
+                self._evaluate(evaluate, None)
+            except KeyboardInterrupt:   # during the last evaluation: the steps made are kept
+                self.stop_reason = "interrupted"
+                if checkpoint_fn is not None:
+                    checkpoint_fn(self)
         return self.history
 
     def _evaluate(self, evaluate, bar) -> dict:

@@ -335,3 +335,33 @@ def test_a_terminal_gets_a_bar_of_the_time_budget(tmp_path):
     redraws = shown.decode(errors="replace").split("\r")
     bar = [text for text in redraws if "s of the time budget" in text]
     assert bar and "/2 s of the time budget" in bar[-1] and "left=" in bar[-1] and "step=" in bar[-1]
+
+
+def test_ctrl_c_during_the_last_check_keeps_the_steps(tmp_path, monkeypatch):
+    from minitransformer.codon import train as train_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train_module, "translate_rna", interrupted)   # the check after step 7
+    out = tmp_path / "m.npz"
+    status, _, err = _train(out, steps=7)
+    assert status == 130 and "after 7 steps is saved" in err
+    assert load_checkpoint(out).step == 7
+
+
+def test_a_signal_during_the_save_waits_until_the_model_is_written(tmp_path, interrupt_at, monkeypatch):
+    from minitransformer.codon import runs
+
+    real = runs.save_run
+
+    def save_and_be_killed(path, run, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)   # a second stop, while the first one's save runs
+        time.sleep(0.1)
+        return real(path, run, **kw)
+    monkeypatch.setattr(runs, "save_run", save_and_be_killed)
+    interrupt_at(3)
+    out = tmp_path / "m.npz"
+    status, _, err = _train(out, steps=50)
+    assert status == 130 and load_checkpoint(out).step == 3
+    assert (tmp_path / "m.history.csv").is_file() and (tmp_path / "m.learning-curve.png").is_file()
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
