@@ -11,6 +11,7 @@ import sys
 
 from . import __version__
 from .errors import CommandError, number_type
+from .files import termination_as_interrupt
 
 
 def _add_toy(subparsers):
@@ -103,9 +104,13 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
-        from . import cpu   # the library's threads and allocator, as --threads asks (cpu.py)
-        cpu.tune_for_training(args.threads)
-        return int(args.func(args) or 0)
+        # SIGTERM (kill, a batch system's time limit) and SIGHUP (a closed terminal) stop a
+        # command the way Ctrl-C does: a training run saves what it learned, a write in
+        # progress removes its partial file; the exit status is 130 for all three
+        with termination_as_interrupt():
+            from . import cpu   # the library's threads and allocator, as --threads asks (cpu.py)
+            cpu.tune_for_training(args.threads)
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -28,9 +28,13 @@ import numpy as np
 
 def tune_for_training(n_threads: int | None = None) -> int:
     """Switch on what makes training fast on this CPU: ``n_threads`` threads for the
-    library's parallel work (default: every CPU the process may use) and an allocator
-    that keeps freed memory (:func:`keep_freed_memory`). Returns the thread count."""
-    use_threads(available_cpus() if n_threads is None else n_threads)
+    library's parallel work (default: ``$MINITRANSFORMER_THREADS`` when it is set, else
+    every CPU the process may use) and an allocator that keeps freed memory
+    (:func:`keep_freed_memory`). Returns the thread count. A variable that is not a
+    positive integer is a ValueError that names it."""
+    if n_threads is None:
+        n_threads = _threads_from_environment() or available_cpus()
+    use_threads(n_threads)
     keep_freed_memory()
     return threads()
 
@@ -65,9 +69,14 @@ def threads() -> int:
     else ``$MINITRANSFORMER_THREADS``, else 1 (nothing runs on threads unless asked)."""
     if _SETTINGS["threads"] is not None:
         return _SETTINGS["threads"]
+    return _threads_from_environment() or 1
+
+
+def _threads_from_environment() -> int | None:
+    """``$MINITRANSFORMER_THREADS`` as a positive integer, None when unset or empty."""
     value = os.environ.get(THREADS_ENV_VAR, "").strip()
     if not value:
-        return 1
+        return None
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"{THREADS_ENV_VAR}={value!r} is not a positive integer; set it to the "
                          f"number of threads to use (for example {available_cpus()}) or unset it")

@@ -19,6 +19,7 @@ Ctrl-C.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
@@ -188,13 +189,15 @@ class Trainer:
             stop_when: Callable[[dict], bool] | None = None, log_every: int = 10,
             progress: bool = True, checkpoint_fn: Callable | None = None,
             description: str = "training") -> pd.DataFrame:
-        """Train until a stop condition; returns the history as a DataFrame."""
-        from tqdm import tqdm
+        """Train until a stop condition; returns the history as a DataFrame.
 
+        ``progress``: True shows a bar on a terminal and a plain line every half minute
+        elsewhere (a pipe, a log file, CI); ``"checks"`` only the lines of the evaluations;
+        False nothing (see :class:`Progress`).
+        """
         if max_steps is None and time_budget is None and stop_when is None:
             raise ValueError("give max_steps, time_budget or stop_when, or training never ends")
-        bar = tqdm(total=max_steps, desc=description, disable=not progress, dynamic_ncols=True,
-                   leave=True, unit="step")
+        bar = Progress(progress, description, max_steps=max_steps, time_budget=time_budget, step=self.step)
         iterator = iter(batches)
         window_loss, window_tokens, window_time = 0.0, 0, 0.0
         self.stop_reason = None
@@ -219,7 +222,6 @@ class Trainer:
                 window_loss += result.loss * result.n_tokens
                 window_tokens += result.n_tokens
                 window_time += elapsed
-                bar.update(1)
                 if self.step % log_every == 0:
                     row = {"step": self.step, "loss": window_loss / window_tokens, "lr": result.lr,
                            "grad_norm": result.grad_norm, "tokens_per_s": window_tokens / max(window_time, 1e-9),
@@ -228,6 +230,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2e}",
                                     tok_s=f"{row['tokens_per_s']:.0f}")
                     window_loss, window_tokens, window_time = 0.0, 0, 0.0
+                bar.show(self.step)
                 if evaluate is not None and eval_every and self.step % eval_every == 0:
                     metrics = self._evaluate(evaluate, bar if progress else None)
                     if stop_when is not None and stop_when(metrics):
@@ -236,7 +239,7 @@ class Trainer:
         except KeyboardInterrupt:
             self.stop_reason = "interrupted"
             if progress:
-                bar.write(f"interrupted at step {self.step}")
+                bar.write(f"interrupted at step {self.step}", file=sys.stderr)
             if checkpoint_fn is not None:
                 checkpoint_fn(self)
         finally:
@@ -244,7 +247,12 @@ class Trainer:
         already_evaluated = bool(eval_every) and self.step % eval_every == 0
         if evaluate is not None and self.stop_reason not in ("target reached", "interrupted") \
                 and not already_evaluated:
-            self._evaluate(evaluate, None)
+            try:
+                self._evaluate(evaluate, None)
+            except KeyboardInterrupt:   # during the last evaluation: the steps made are kept
+                self.stop_reason = "interrupted"
+                if checkpoint_fn is not None:
+                    checkpoint_fn(self)
         return self.history
 
     def _evaluate(self, evaluate, bar) -> dict:
@@ -263,6 +271,92 @@ class Trainer:
         if not self.history_rows:
             return pd.DataFrame(columns=["step", "loss", "lr", "grad_norm", "tokens_per_s", "train_seconds"])
         return pd.DataFrame(self.history_rows)
+
+
+class Progress:
+    """How :meth:`Trainer.fit` shows where it is.
+
+    ``mode`` True: on a terminal (or in a notebook), a tqdm bar of the steps out of
+    ``max_steps`` or, with only a ``time_budget``, of the seconds out of the budget, and the
+    time left of the budget either way; when stderr is not a terminal (a pipe, a log, CI),
+    where a bar's ``\\r`` redraws pile up, a plain line every :attr:`EVERY_SECONDS` instead.
+    ``"checks"``: no bar and no lines, but the evaluations' lines (:meth:`write`). False:
+    nothing at all.
+    """
+
+    #: seconds between two plain progress lines
+    EVERY_SECONDS = 30.0
+
+    def __init__(self, mode, description: str, *, max_steps=None, time_budget=None, step: int = 0, file=None):
+        from tqdm import tqdm
+
+        self.file = file or sys.stderr
+        self.mode, self.description = mode, description
+        self.max_steps, self.time_budget, self.first_step = max_steps, time_budget, step
+        self.started = self.last_line = time.perf_counter()
+        self.postfix: dict = {}
+        # (a notebook's output is no terminal, but it redraws a bar's line as a terminal does)
+        on_terminal = mode is True and ((hasattr(self.file, "isatty") and self.file.isatty())
+                                        or "ipykernel" in sys.modules)
+        self.plain = mode is True and not on_terminal
+        by_time = max_steps is None and time_budget is not None
+        self.bar = tqdm(total=round(time_budget) if by_time else max_steps, initial=0 if by_time else step,
+                        desc=description, disable=not on_terminal, dynamic_ncols=True, leave=True,
+                        unit="s" if by_time else "step", file=self.file,
+                        bar_format=("{l_bar}{bar}| {n:.0f}/{total} s of the time budget{postfix}"
+                                    if by_time else None))
+        self.by_time = by_time
+
+    def _seconds_left(self) -> float | None:
+        if self.time_budget is None:
+            return None
+        return max(0.0, self.time_budget - (time.perf_counter() - self.started))
+
+    def set_postfix(self, **values) -> None:
+        self.postfix = values
+
+    def show(self, step: int) -> None:
+        """After each step: move the bar, or print a plain line when it is time."""
+        left = self._seconds_left()
+        if not self.bar.disable:
+            shown = {**({"step": step} if self.by_time else {}), **self.postfix}
+            if left is not None:
+                shown["left"] = f"{left:.0f}s"
+            self.bar.set_postfix(shown, refresh=False)
+            if self.by_time:
+                self.bar.update(min(self.time_budget, time.perf_counter() - self.started) - self.bar.n)
+            else:
+                self.bar.update(1)
+        elif self.plain and time.perf_counter() - self.last_line >= self.EVERY_SECONDS:
+            self.last_line = time.perf_counter()
+            print(self.line(step, left), file=self.file, flush=True)
+
+    def line(self, step: int, left=None) -> str:
+        """``codon: step 120 of 1000 (12%), 45 s, about 330 s left, loss=1.234 ...``"""
+        elapsed = time.perf_counter() - self.started
+        text = f"{self.description}: step {step}"
+        if self.max_steps:
+            text += f" of {self.max_steps} ({step / self.max_steps:.0%})"
+        text += f", {elapsed:.0f} s"
+        done = step - self.first_step
+        estimates = [] if left is None else [left]
+        if self.max_steps and done > 0:
+            estimates.append(elapsed / done * (self.max_steps - step))
+        if estimates:
+            text += f", about {min(estimates):.0f} s left"
+        return text + "".join(f", {k}={v}" for k, v in self.postfix.items())
+
+    def write(self, line: str, file=None) -> None:
+        """A line that stays (an evaluation's scores): above the bar, or printed."""
+        if self.mode is False:
+            return
+        if self.bar.disable:
+            print(line, file=file, flush=True)
+        else:
+            self.bar.write(line, file=file)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 # --------------------------------------------------------------------------------------

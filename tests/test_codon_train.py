@@ -95,3 +95,100 @@ def test_an_extra_stop_rule_sees_every_check_and_can_end_the_run():
     assert [step for step, _ in seen] == [5, 10, 15]
     assert seen[0][1] == ["exact_match", "max_len", "n", "residue_accuracy"]
     assert run.trainer.step == 15 and run.trainer.stop_reason == "target reached"
+
+
+# --------------------------------------------------------------------------------------
+# Resuming a run: the same steps, bit for bit
+# --------------------------------------------------------------------------------------
+STEPS = 24   # checks every 5 steps, each moving the curriculum on (advance_at 0): new pools
+
+
+def _resume_recipe():
+    return CodonRecipe(**{**TINY, "advance_at": 0.0, "final_max_len": 40, "max_tokens": 150})
+
+
+def _saved_and_resumed(tmp_path, data, stop):
+    """Train until ``stop`` stops the run, save it, resume it to STEPS: the resumed run."""
+    from minitransformer.checkpoint import load_model
+    from minitransformer.codon.checkpoints import checkpoint_recipe, save_run
+
+    first = train_codon_model(_resume_recipe(), data=data, seed=3, max_steps=stop.get("max_steps", STEPS),
+                              progress=False)
+    assert first.trainer.step < STEPS
+    path = tmp_path / "half.npz"
+    save_run(path, first)
+    model, ckpt = load_model(path)
+    return train_codon_model(checkpoint_recipe(model, ckpt), data=data, seed=3, max_steps=STEPS,
+                             progress=False, model=model, resume=ckpt)
+
+
+@pytest.mark.parametrize("stop", ["max_steps", "interrupt in a step", "interrupt in a check"])
+@pytest.mark.parametrize("source", ["fresh pairs", "a table"])
+def test_a_resumed_run_equals_an_uninterrupted_one(stop, source, tmp_path, monkeypatch):
+    from minitransformer.codon import train as train_module
+    from minitransformer.training import Trainer
+
+    data = generate_pairs(200, 1, 40, seed=5) if source == "a table" else None
+    straight = train_codon_model(_resume_recipe(), data=data, seed=3, max_steps=STEPS, progress=False)
+    assert len(straight.curriculum) > 2     # the curriculum moved, so pools were drawn anew
+
+    if stop == "max_steps":                  # between two checks: the final check changes nothing
+        resumed = _saved_and_resumed(tmp_path, data, {"max_steps": 13})
+    else:
+        # Ctrl-C after the batch of step 13 was drawn, or inside the check at step 10
+        real_step, real_translate = Trainer.train_step, train_module.translate_rna
+        state = {"armed": True}
+
+        def step(self, batch):
+            if stop == "interrupt in a step" and self.step == 12 and state["armed"]:
+                state["armed"] = False
+                raise KeyboardInterrupt
+            return real_step(self, batch)
+
+        def translate(model, rnas, **kw):
+            if stop == "interrupt in a check" and state.get("trainer_step") == 10 and state["armed"]:
+                state["armed"] = False
+                raise KeyboardInterrupt
+            return real_translate(model, rnas, **kw)
+
+        def recorded_step(self, batch):
+            result = step(self, batch)
+            state["trainer_step"] = self.step
+            return result
+        monkeypatch.setattr(Trainer, "train_step", recorded_step)
+        monkeypatch.setattr(train_module, "translate_rna", translate)
+        resumed = _saved_and_resumed(tmp_path, data, {})
+        monkeypatch.undo()
+    assert resumed.trainer.step == straight.trainer.step == STEPS
+    assert [c[::2] for c in resumed.curriculum] == [c[::2] for c in straight.curriculum]
+    for (name, a), (_, b) in zip(straight.model.named_parameters(), resumed.model.named_parameters()):
+        assert np.array_equal(a.data, b.data), name
+    assert resumed.data_rng.bit_generator.state == straight.data_rng.bit_generator.state
+    # the checks after the restart drew the same check pairs and scored the same
+    checks = [h[h["step"] > 13].dropna(subset=["eval_residue_accuracy"])[["step", "eval_residue_accuracy"]]
+              .reset_index(drop=True) for h in (straight.history, resumed.history)]
+    assert len(checks[0]) == 3 and checks[0].equals(checks[1])   # steps 15, 20 and the last, 24
+
+
+def test_a_checkpoint_without_training_state_cannot_be_resumed(tmp_path):
+    from minitransformer.checkpoint import CheckpointError, load_model, save_checkpoint
+
+    run = train_codon_model(CodonRecipe(**TINY), seed=0, max_steps=2, progress=False)
+    save_checkpoint(tmp_path / "plain.npz", run.model, optimizer=run.trainer.optimizer, step=2,
+                    metadata={"task": "codon"})
+    model, ckpt = load_model(tmp_path / "plain.npz")
+    with pytest.raises(CheckpointError, match="records no training state"):
+        train_codon_model(CodonRecipe(**TINY), max_steps=4, progress=False, model=model, resume=ckpt)
+
+
+def test_batch_streams_go_back_to_where_they_stood():
+    pairs = generate_pairs(100, 1, 30, seed=2)
+    for make in (lambda rng: SyntheticBatches(CodonRecipe(max_tokens=150), 1, rng, pool_batches=4),
+                 lambda rng: TableBatches(pairs, CodonRecipe(max_tokens=150), rng)):
+        stream = make(np.random.default_rng(0))
+        handed = [next(stream).src.tolist() for _ in range(7)]
+        position = stream.position(untaken=1)   # the 7th batch is to be handed out again
+        later = [next(stream).src.tolist() for _ in range(5)]   # across a new pool (4 batches each)
+        again = make(np.random.default_rng(99))
+        again.restore(position)
+        assert [next(again).src.tolist() for _ in range(6)] == [handed[-1]] + later

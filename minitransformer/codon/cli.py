@@ -24,18 +24,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import pandas as pd
 
 from ..errors import CommandError, check_number, number_type
+from ..files import check_output_path
 from . import demo, evaluation, runs
 from .checkpoints import load_codon_model, model_table, trained_lengths
 from .finetune import FINETUNE_DEFAULTS, FREEZE_CHOICES
 from .genetic_code import get_genetic_code
-from .inputs import check_output_path, translate_inputs
-from .options import (NON_NEGATIVE_INT, POSITIVE_INT, POSITIVE_NUMBER, TABLE_HELP, HelpFormatter, add_backend,
-                      add_model, add_no_progress, add_seed, table_type)
+from .inputs import picture_output, translate_inputs
+from .options import (ARCHITECTURE_OPTIONS, NON_NEGATIVE_INT, POSITIVE_INT, POSITIVE_NUMBER, TABLE_HELP,
+                      HelpFormatter, add_architecture, add_backend, add_force, add_model, add_no_progress,
+                      add_resume, add_seed, progress_mode, table_type)
 from .report import score_table
 from .train import CodonRecipe
 
@@ -72,13 +73,14 @@ def _add_demo(sub):
                    help="fresh pairs of the training lengths to score the model on")
     p.add_argument("--long-eval-pairs", type=NON_NEGATIVE_INT, default=300, metavar="N",
                    help="fresh pairs longer than any in training to score it on (0: skip)")
+    add_force(p, what="the model of an earlier demo in --out-dir")
     add_no_progress(p)
 
 
 def _run_demo(args):
     return demo.run_demo(args.out_dir, time_budget=args.time_budget, seed=args.seed, backend=args.backend,
                          eval_pairs=args.eval_pairs, long_eval_pairs=args.long_eval_pairs,
-                         progress=not args.no_progress)
+                         progress=progress_mode(args), force=args.force)
 
 
 # ======================================================================================
@@ -110,6 +112,7 @@ def _run_make_data(args):
     from .data import generate_pairs, write_pairs_csv
     if args.min_len > args.max_len:
         raise CommandError(f"--min-len {args.min_len} is larger than --max-len {args.max_len}")
+    out = None if args.out == "-" else check_output_path(args.out, "--out")
     pairs = generate_pairs(args.n, args.min_len, args.max_len, args.table, args.stop_rate, args.seed)
     longest = CodonRecipe().max_len // 3
     if args.max_len > longest:
@@ -118,8 +121,6 @@ def _run_make_data(args):
     if args.out == "-":
         write_pairs_csv(pairs, sys.stdout)
         return 0
-    out = Path(args.out)
-    check_output_path(out)
     write_pairs_csv(pairs, out)
     print(f"wrote {len(pairs)} pairs (proteins of {args.min_len}-{args.max_len} residues, "
           f"{get_genetic_code(args.table)}) to {out}")
@@ -139,36 +140,39 @@ def _add_train(sub):
                     "Adam with warm-up. Without --data it trains on fresh random pairs every step.\n\n"
                     "Training stops when a check set of the full length range is translated well\n"
                     f"enough ({recipe.target_exact:.1%} exact), at --max-steps, at --time-budget, "
-                    "or on Ctrl-C\n(which saves the model first). Writes the checkpoint, its training "
-                    "history\n(MODEL.history.csv) and a learning-curve picture (MODEL.learning-curve.png).",
+                    "or on Ctrl-C\nor SIGTERM (which save the model first; --resume continues from it). Writes the\n"
+                    "checkpoint, its training history (MODEL.history.csv) and a learning-curve picture\n"
+                    "(MODEL.learning-curve.png).",
         epilog="example:\n  minitransformer codon train --time-budget 300 --out runs/codon.npz")
     p.add_argument("--data", metavar="FILE.csv",
                    help="train on these pairs (columns rna,protein) instead of fresh random ones")
-    p.add_argument("--table", type=table_type, default=1, help=TABLE_HELP)
+    # the defaults are filled in by _recipe_from_args: None says "not given", which --resume needs
+    p.add_argument("--table", type=table_type, default=None, help=TABLE_HELP + " (default: 1)")
     add_backend(p)
-    p.add_argument("--d-model", type=POSITIVE_INT, default=recipe.d_model, metavar="N", help="model width")
-    p.add_argument("--heads", type=POSITIVE_INT, default=recipe.n_heads, metavar="N",
-                   help="attention heads (must divide --d-model)")
-    p.add_argument("--d-ff", type=POSITIVE_INT, default=recipe.d_ff, metavar="N", help="feed-forward width")
-    p.add_argument("--layers", type=POSITIVE_INT, default=recipe.n_encoder_layers, metavar="N",
-                   help="encoder layers, and as many decoder layers")
-    p.add_argument("--dropout", type=number_type("probability below 1"), default=recipe.dropout, metavar="P",
-                   help="dropout rate (embeddings, residuals, feed-forward)")
+    add_architecture(p, recipe)
     p.add_argument("--max-steps", type=POSITIVE_INT, default=None, metavar="N",
                    help="stop after this many optimizer steps (default: no limit)")
     p.add_argument("--time-budget", type=POSITIVE_NUMBER, default=None, metavar="SECONDS",
                    help="stop after this many seconds of training, curriculum checks included "
                         "(default: no limit)")
     add_seed(p, help="seed for the weights, dropout and data order")
-    p.add_argument("--out", default="model.npz", metavar="MODEL.npz", help="where to save the model")
+    p.add_argument("--out", default="model.npz", metavar="MODEL.npz",
+                   help="where to save the model: a new file, or an existing one with --force")
+    add_force(p)
+    add_resume(p, "train")
     add_no_progress(p)
 
 
 def _recipe_from_args(args) -> CodonRecipe:
-    recipe = CodonRecipe()
-    recipe.d_model, recipe.n_heads, recipe.d_ff = args.d_model, args.heads, args.d_ff
-    recipe.n_encoder_layers = recipe.n_decoder_layers = args.layers
-    recipe.dropout = args.dropout
+    given = {name: getattr(args, option[2:].replace("-", "_")) for option, name, _ in ARCHITECTURE_OPTIONS}
+    if args.resume is not None:
+        named = [option for option, name, _ in ARCHITECTURE_OPTIONS if given[name] is not None]
+        if named:
+            raise CommandError(f"{named[0]}: a resumed run keeps the model it resumes; leave "
+                               f"{', '.join(named)} out")
+        return CodonRecipe()  # replaced by the checkpoint's own
+    recipe = CodonRecipe(**{name: value for name, value in given.items() if value is not None})
+    recipe.n_decoder_layers = recipe.n_encoder_layers
     if recipe.d_model % recipe.n_heads:
         raise CommandError(f"--d-model {recipe.d_model} must be divisible by --heads {recipe.n_heads}")
     return recipe
@@ -177,7 +181,8 @@ def _recipe_from_args(args) -> CodonRecipe:
 def _run_train(args):
     return runs.train_to_file(args.out, _recipe_from_args(args), table=args.table, data_path=args.data,
                               seed=args.seed, backend=args.backend, max_steps=args.max_steps,
-                              time_budget=args.time_budget, progress=not args.no_progress)
+                              time_budget=args.time_budget, progress=progress_mode(args),
+                              force=args.force, resume=args.resume)
 
 
 # ======================================================================================
@@ -211,7 +216,8 @@ def _add_finetune(sub):
     p.add_argument("--table", required=True, metavar="TABLE",
                    help=TABLE_HELP.replace("genetic code:", "the genetic code to fine-tune to:", 1))
     p.add_argument("--out", required=True, metavar="OUT.npz",
-                   help="where to save the fine-tuned model (not the --from file)")
+                   help="where to save the fine-tuned model (not the --from file): a new file, or an "
+                        "existing one with --force")
     p.add_argument("--data", metavar="FILE.csv",
                    help="fine-tune on these pairs (columns rna,protein) instead of random ones")
     p.add_argument("--n", type=POSITIVE_INT, default=None, metavar="N",
@@ -246,6 +252,8 @@ def _add_finetune(sub):
                         "on before and after (0: skip)")
     add_seed(p, default=d["seed"], help="seed for the random pairs, dropout and data order")
     add_backend(p)
+    add_force(p)
+    add_resume(p, "finetune")
     add_no_progress(p)
 
 
@@ -259,7 +267,8 @@ def _run_finetune(args):
                                  warmup_steps=args.warmup, max_steps=args.steps, time_budget=args.time_budget,
                                  target_exact=None if args.no_early_stop else args.target,
                                  check_every=args.check_every, check_pairs=args.check_pairs, seed=args.seed,
-                                 backend=args.backend, progress=not args.no_progress)
+                                 backend=args.backend, progress=progress_mode(args), force=args.force,
+                                 resume=args.resume)
 
 
 # ======================================================================================
@@ -371,13 +380,15 @@ def _add_attention(sub):
         epilog="example:\n  minitransformer codon attention --model model.npz AUGGCCAUUGUAAUGGGC --out attn.png")
     add_model(p)
     p.add_argument("sequence", metavar="SEQUENCE", help="the RNA or DNA sequence")
-    p.add_argument("--out", default="attention.png", metavar="FILE.png", help="where to save the picture")
+    p.add_argument("--out", default="attention.png", metavar="FILE.png",
+                   help="where to save the picture, in the format its extension names (.png, .pdf, .svg, ...)")
     p.add_argument("--layer", default="all",
                    help="which decoder layer: 'all', or a number counted from 1")
     add_backend(p)
 
 
 def _run_attention(args):
+    picture_output(args.out, "--out")
     rna = evaluation.clean_sequences([("", "SEQUENCE", args.sequence)])[0]
     model, _ = load_codon_model(args.model, args.backend)
     layer = None if args.layer == "all" else check_number(args.layer, "positive integer",

@@ -13,15 +13,18 @@ it found. Each step prints its own lines and returns what the next steps and the
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import CommandError
-from .checkpoints import save_on_interrupt, save_run
+from ..files import atomic_write, check_output_path
+from .checkpoints import save_run
 from .data import generate_pairs, load_example_genes
 from .genetic_code import get_genetic_code
+from .inputs import ModelOutput
 from .report import (cross_attention, describe_training, json_scores, pct, plot_codon_accuracy_by_length,
                      plot_codon_learning_curves, plot_cross_attention, score_table)
 from .train import (CodonRecipe, evaluate_on_pairs, score_translations, split_into_pieces,
@@ -44,20 +47,24 @@ def demo_files(out_dir: Path) -> dict:
 
 
 def run_demo(out_dir, *, time_budget: float = 480.0, seed: int = 0, backend=None, eval_pairs: int = 2000,
-             long_eval_pairs: int = 300, progress: bool = True) -> int:
+             long_eval_pairs: int = 300, progress: bool = True, force: bool = False) -> int:
     """Train, score, translate and draw; everything into ``out_dir``. Returns the exit status
-    (130 when training was interrupted: the model so far is saved, the other steps skipped)."""
+    (130 when training was interrupted: the model so far is saved, the other steps skipped).
+    The model of an earlier demo in ``out_dir`` is replaced only with ``force``."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise CommandError(f"--out-dir {out_dir} is a file, not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     files = demo_files(out_dir)
+    for name, path in files.items():   # every file checked before the ten minutes of work
+        if name != "model":
+            check_output_path(path, f"--out-dir ({name})")
+    output = ModelOutput(files["model"], "--out-dir (model)", force=force)
 
     run, train_wall = train_default_model(files, time_budget=time_budget, seed=seed, backend=backend,
-                                          progress=progress)
+                                          progress=progress, output=output)
     if getattr(run.trainer, "stop_reason", None) == "interrupted":
-        print(f"interrupted: the model so far is in {files['model']}")
         return 130
     trained_up_to = int(run.curriculum[-1][2])
     evaluation = {"table": TABLE, "seed": seed,
@@ -75,7 +82,7 @@ def run_demo(out_dir, *, time_budget: float = 480.0, seed: int = 0, backend=None
     evaluation["attention"] = draw_attention(run.model, genes, files["attention"], eval_rng)
     evaluation["seconds"] = round(time.perf_counter() - started, 1)
     evaluation["files"] = {k: str(v) for k, v in files.items()}
-    files["evaluation"].write_text(json.dumps(evaluation, indent=2) + "\n")
+    atomic_write(files["evaluation"], lambda f: f.write((json.dumps(evaluation, indent=2) + "\n").encode()))
     _print_summary(evaluation, files)
     return 0
 
@@ -83,17 +90,28 @@ def run_demo(out_dir, *, time_budget: float = 480.0, seed: int = 0, backend=None
 # --------------------------------------------------------------------------------------
 # The four steps
 # --------------------------------------------------------------------------------------
-def train_default_model(files: dict, *, time_budget: float, seed: int, backend=None, progress=True):
-    """Step 1: train, save the model, its history and learning curve. ``(run, wall seconds)``."""
+def train_default_model(files: dict, *, time_budget: float, seed: int, backend=None, progress=True,
+                        output=None):
+    """Step 1: train, save the model, its history and learning curve. ``(run, wall seconds)``.
+    ``output``: where the model may go (:class:`~minitransformer.codon.inputs.ModelOutput`;
+    default: ``files["model"]``, replaced if it exists)."""
     recipe, code = CodonRecipe(), get_genetic_code(TABLE)
     print(f"[1/4] training the default codon model ({code}) on fresh random proteins of "
           f"{recipe.min_len}-{recipe.final_max_len} residues, for at most {time_budget:g} s")
     t0 = time.perf_counter()
     run = train_codon_model(recipe, table=TABLE, seed=seed, backend=backend, time_budget=time_budget,
-                            progress=progress, checkpoint_fn=save_on_interrupt(files["model"], recipe, TABLE))
+                            progress=progress)
     train_wall = time.perf_counter() - t0
-    save_run(files["model"], run)
-    run.history.to_csv(files["history"], index=False)
+    interrupted = getattr(run.trainer, "stop_reason", None) == "interrupted"
+    output = output or ModelOutput(files["model"], force=True)
+    model = output.path(interrupted)
+    save_run(model, run)
+    if output.note(model, interrupted):
+        print(output.note(model, interrupted), file=sys.stderr)
+    if interrupted:
+        print(f"interrupted: the model after {run.trainer.step} steps is saved to {model}")
+        return run, train_wall
+    atomic_write(files["history"], lambda f: run.history.to_csv(f, index=False))
     plot_codon_learning_curves(run, files["learning curve"], title=f"codon demo, {code}")
     for line in describe_training(run):
         print(INDENT + line)

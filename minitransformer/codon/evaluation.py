@@ -8,11 +8,9 @@ refuses input the model cannot read in one line, and returns what it found.
 from __future__ import annotations
 
 import time
-from pathlib import Path
-
 from ..errors import CommandError
 from .genetic_code import get_genetic_code, translate
-from .inputs import check_lengths, check_output_path, mismatched_rows, read_pairs
+from .inputs import check_lengths, mismatched_rows, picture_output, read_pairs
 from .report import cross_attention, difference_markers, json_scores, plot_cross_attention, row_list
 from .sequences import SequenceError, normalize_rna
 from .train import evaluate_on_pairs, split_into_pieces, translate_rna
@@ -92,7 +90,7 @@ def check_translations(names, rnas, proteins, table: int, show_names: bool) -> l
 
 def draw_attention_file(model, rna: str, out, layer=None) -> tuple[str, list, int]:
     """Draw the cross-attention of decoder layer ``layer`` (counted from 1; None: every layer)
-    on ``rna`` to ``out``. ``(translation, the layers drawn from 0, heads per layer)``."""
+    on ``rna`` to ``out``, in the format its extension names. ``(translation, the layers drawn from 0, heads per layer)``."""
     check_lengths([rna], ["SEQUENCE"], model)
     n_layers = len(model.decoder.layers)
     if n_layers == 0:
@@ -100,8 +98,7 @@ def draw_attention_file(model, rna: str, out, layer=None) -> tuple[str, list, in
     if layer is not None and not 1 <= layer <= n_layers:
         raise CommandError(f"--layer {layer} does not exist: the model has decoder layers 1 to {n_layers}")
     chosen = list(range(n_layers)) if layer is None else [layer - 1]
-    out = Path(out)
-    check_output_path(out)
+    out = picture_output(out, "--out")
     weights, labels, protein = cross_attention(model, rna)
     shown = (protein or "(empty)") if len(protein) <= 40 else f"{len(protein)} residues"
     plot_cross_attention([weights[i] for i in chosen], labels, rna, out,

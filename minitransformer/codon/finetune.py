@@ -52,14 +52,16 @@ def finetune_codon_model(model, *, table=2, data: pd.DataFrame | None = None, n_
                          freeze: str = "none", lr: float = 5e-4, warmup_steps: int = 50,
                          max_steps: int = 1000, time_budget: float | None = None, seed: int = 0,
                          target_exact: float = 0.99, check_every: int = 50, progress: bool = True,
-                         recipe: CodonRecipe | None = None) -> CodonRun:
+                         recipe: CodonRecipe | None = None, resume=None) -> CodonRun:
     """Fine-tune ``model`` on pairs of genetic code ``table``.
 
     ``data``: the fine-tuning pairs; by default ``n_pairs`` synthetic pairs (protein lengths
     1..100) drawn once with ``seed`` -- a small, fixed data set, as in a real transfer-learning
     setting. The learning rate warms up linearly over ``warmup_steps`` to ``lr`` and decays
     along a cosine to ``lr / 10`` at ``max_steps``. Training stops at ``max_steps`` or once
-    ``target_exact`` of a check set of fresh pairs of the new code is reached.
+    ``target_exact`` of a check set of fresh pairs of the new code is reached. ``resume``: the
+    checkpoint of an interrupted run of the same fine-tuning, whose weights ``model`` holds
+    (see :func:`~minitransformer.codon.train.train_codon_model`).
     """
     if data is None:
         data = generate_pairs(n_pairs, 1, 100, table, 0.05, np.random.default_rng(seed))
@@ -72,7 +74,8 @@ def finetune_codon_model(model, *, table=2, data: pd.DataFrame | None = None, n_
     optimizer = Adam(params, lr=WarmupCosineSchedule(lr, warmup_steps, max_steps, lr / 10),
                      betas=(0.9, 0.98), eps=1e-9)
     return train_codon_model(recipe, table=table, data=data, seed=seed, max_steps=max_steps,
-                             time_budget=time_budget, progress=progress, model=model, optimizer=optimizer)
+                             time_budget=time_budget, progress=progress, model=model, optimizer=optimizer,
+                             resume=resume)
 
 
 #: The defaults of :func:`finetune_codon_model` by name (``codon finetune`` uses the same).

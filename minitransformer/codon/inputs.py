@@ -11,12 +11,13 @@ import os
 from pathlib import Path
 
 from ..errors import CommandError
+from ..files import check_output_path
 from .data import check_pairs, read_pairs_csv
 from .genetic_code import get_genetic_code
 from .report import SHOWN_ROWS, row_list
 
 __all__ = ["one_line", "read_pairs", "mismatched_rows", "read_training_pairs", "check_lengths",
-           "translate_inputs", "check_output_path", "same_file", "sidecar"]
+           "translate_inputs", "ModelOutput", "picture_output", "same_file", "SIDECARS", "sidecar"]
 
 
 # --------------------------------------------------------------------------------------
@@ -99,6 +100,8 @@ def translate_inputs(sequences, fasta=None, csv=None) -> tuple[list, bool]:
         if "rna" not in table.columns:
             raise CommandError(f"{csv} has no column 'rna' (columns: "
                                f"{', '.join(map(repr, table.columns)) or 'none'})")
+        if table.empty:
+            raise CommandError(f"{csv} has a header but no rows: nothing to translate")
         name_col = next((c for c in ("name", "id") if c in table.columns), None)
         for i, seq in enumerate(table["rna"], start=1):
             name = str(table[name_col].iloc[i - 1]) if name_col else f"row{i}"
@@ -111,17 +114,79 @@ def translate_inputs(sequences, fasta=None, csv=None) -> tuple[list, bool]:
 # --------------------------------------------------------------------------------------
 # Where results go
 # --------------------------------------------------------------------------------------
-def check_output_path(out: Path) -> None:
-    """Fail before a long training run, not after it, if the model cannot be written."""
-    if out.is_dir():
-        raise CommandError(f"--out {out} is a folder; give a file name such as {out / 'model.npz'}")
-    parent = out.parent if str(out.parent) else Path(".")
+class ModelOutput:
+    """Where a run saves its model, decided so that no model the run did not make is replaced.
+
+    Checked before the work (:func:`~minitransformer.files.check_output_path`): ``out`` must
+    be a new path, or ``force`` given, or ``out`` the ``resume`` checkpoint itself (a run
+    continued in place replaces its own earlier state); it may not be one of ``inputs``.
+    When the run ends, :meth:`path` says where the model goes: ``out``, unless something
+    else is there by then (another run wrote it meanwhile: ``OUT.new.npz``), or the run was
+    interrupted and ``out`` holds a model it did not make (``OUT.interrupted.npz``): a
+    model of 65 steps never replaces the one of 9,900 the user had.
+    """
+
+    def __init__(self, out, option: str = "--out", *, force: bool = False, inputs=(), resume=None):
+        self.out = Path(out)   # (checked as given: "newdir/" names a folder, Path("newdir/") does not)
+        self.in_place = resume is not None and same_file(self.out, Path(resume))
+        check_output_path(out, option, inputs=[i for i in inputs if i is not None],
+                          overwrite=force or self.in_place)
+        for suffix in SIDECARS:   # the history and learning curve written beside the model
+            check_output_path(sidecar(self.out, suffix), f"{option} (the file beside it)")
+        self.option, self.force = option, force
+        self.found = _identity(self.out)
+
+    def path(self, interrupted: bool = False) -> Path:
+        """The file to save the model to now (``out`` or a free sibling; see the class)."""
+        now = _identity(self.out)
+        if now is None:
+            return self.out
+        unchanged = now == self.found
+        if unchanged and (self.in_place or (self.force and not interrupted)):
+            return self.out
+        return _free_sibling(self.out, "interrupted" if interrupted else "new")
+
+    def note(self, path: Path, interrupted: bool = False) -> str | None:
+        """The line that says why the model went to ``path`` rather than ``out`` (None if it did not)."""
+        if path == self.out:
+            return None
+        why = ("the run was interrupted and it holds a model this run did not make" if interrupted
+               else "another program wrote it while this run trained")
+        return f"{self.option} {self.out} is left as it is ({why}): the model is saved to {path}"
+
+
+def _identity(path: Path):
+    """What sits at ``path`` (inode, size, modification time), or None: a change means a new file."""
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise CommandError(f"cannot create the folder {parent} for {out}: {err.strerror or err}") from err
-    if not os.access(parent, os.W_OK):
-        raise CommandError(f"cannot write {out}: the folder {parent} is not writable")
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _free_sibling(out: Path, word: str) -> Path:
+    """``model.npz`` -> ``model.WORD.npz`` (then ``model.WORD-2.npz``, ...): the first that does not exist."""
+    stem = out.name[:-4] if out.name.endswith(".npz") else out.name
+    for i in range(1, 10_000):
+        candidate = out.with_name(f"{stem}.{word}{'' if i == 1 else f'-{i}'}.npz")
+        if not candidate.exists():
+            return candidate
+    raise CommandError(f"no free file name beside {out} to save the model to")  # pragma: no cover
+
+
+def picture_output(path, option: str = "--out") -> Path:
+    """``path`` checked as a picture to write: a format matplotlib writes (by the extension:
+    ``.png``, ``.pdf``, ``.svg``, ...) and a writable place; refused in one line otherwise."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = check_output_path(path, option)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in formats:
+        said = f"the extension .{suffix}" if suffix else "no extension"
+        raise CommandError(f"{option} {path}: {said} names no picture format matplotlib can write; end the "
+                           f"name with one of {', '.join('.' + f for f in sorted(formats))}")
+    return path
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -132,6 +197,10 @@ def same_file(a: Path, b: Path) -> bool:
     except OSError:
         pass
     return a.resolve() == b.resolve()
+
+
+#: what a training run writes beside its model: its history and learning curve
+SIDECARS = (".history.csv", ".learning-curve.png")
 
 
 def sidecar(out: Path, suffix: str) -> Path:

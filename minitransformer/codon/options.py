@@ -12,7 +12,8 @@ from ..errors import number_type
 from .genetic_code import AVAILABLE_TABLES, get_genetic_code
 
 __all__ = ["HelpFormatter", "POSITIVE_INT", "NON_NEGATIVE_INT", "POSITIVE_NUMBER", "table_type",
-           "TABLE_HELP", "add_backend", "add_model", "add_seed", "add_no_progress"]
+           "TABLE_HELP", "add_backend", "add_model", "add_seed", "add_no_progress", "progress_mode", "add_force",
+           "add_resume", "ARCHITECTURE_OPTIONS", "add_architecture"]
 
 POSITIVE_INT = number_type("positive integer")
 NON_NEGATIVE_INT = number_type("non-negative integer")
@@ -57,4 +58,42 @@ def add_seed(p, help: str, default: int = 0):
 
 
 def add_no_progress(p):
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (the lines of the periodic checks are still printed)")
+
+
+def progress_mode(args):
+    """What ``Trainer.fit`` shows (:class:`~minitransformer.training.Progress`): a bar or
+    periodic lines, or with ``--no-progress`` only the lines of the checks."""
+    return "checks" if args.no_progress else True
+
+
+def add_force(p, what: str = "an existing --out model"):
+    p.add_argument("--force", action="store_true",
+                   help=f"replace {what} (without it, a run refuses to start rather than overwrite a "
+                        f"model; an interrupted run never replaces a model it did not make)")
+
+
+def add_resume(p, command: str):
+    p.add_argument("--resume", metavar="CHECKPOINT",
+                   help=f"continue the run saved in CHECKPOINT (by an interrupted or shorter 'codon {command}'; "
+                        f"--out may be CHECKPOINT itself): the same steps, bit for bit, as a run that was "
+                        f"never stopped" + (" (give the options of the run you resume)" if command == "finetune"
+                                            else "; the model, recipe, table and data are the checkpoint's"))
+
+
+#: (option, CodonRecipe field, help) of the model's shape; --layers sets both layer counts
+ARCHITECTURE_OPTIONS = (("--d-model", "d_model", "model width"),
+                        ("--heads", "n_heads", "attention heads (must divide --d-model)"),
+                        ("--d-ff", "d_ff", "feed-forward width"),
+                        ("--layers", "n_encoder_layers", "encoder layers, and as many decoder layers"),
+                        ("--dropout", "dropout", "dropout rate (embeddings, residuals, feed-forward)"))
+
+
+def add_architecture(p, recipe):
+    """The options of the model's shape, :data:`ARCHITECTURE_OPTIONS`. Their default is None
+    ("not given", which ``--resume`` needs to know); the help says ``recipe``'s value."""
+    for option, name, what in ARCHITECTURE_OPTIONS:
+        p.add_argument(option, type=number_type("probability below 1") if name == "dropout" else POSITIVE_INT,
+                       default=None, metavar="P" if name == "dropout" else "N",
+                       help=f"{what} (default: {getattr(recipe, name)})")

@@ -18,8 +18,10 @@ a warm-up then inverse-square-root schedule. docs/codon.md gives the runs behind
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass, fields
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -28,9 +30,9 @@ from ..backend import asarray
 from ..decoding import beam_search, greedy_decode
 from ..losses import CrossEntropyLoss
 from ..optim import Adam, NoamSchedule
-from ..training import Batch, Trainer, length_bucketed_batches
+from ..training import Trainer
 from ..transformer import Transformer, TransformerConfig
-from ..vocab import Vocabulary
+from .batches import SyntheticBatches, TableBatches, encode_pairs
 from .data import generate_pairs, protein_vocabulary, rna_vocabulary
 from .genetic_code import get_genetic_code
 
@@ -81,118 +83,6 @@ class CodonRecipe:
     def from_dict(cls, d: dict) -> "CodonRecipe":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
-
-
-# --------------------------------------------------------------------------------------
-# From strings to id arrays
-# --------------------------------------------------------------------------------------
-def _lookup_table(vocab: Vocabulary) -> np.ndarray:
-    """byte value -> token id, for turning whole ASCII strings into ids at once."""
-    table = np.full(256, -1, dtype=np.int64)
-    for symbol in vocab.symbols:
-        table[ord(symbol)] = vocab.token_to_id(symbol)
-    return table
-
-
-def encode_pairs(rnas, proteins, rna_vocab: Vocabulary, protein_vocab: Vocabulary) -> Batch:
-    """A padded :class:`Batch` from RNA strings and protein strings (already normalised)."""
-    rnas, proteins = list(rnas), list(proteins)
-    src = _encode_padded(rnas, rna_vocab)
-    if proteins:
-        body = _encode_padded(proteins, protein_vocab, extra=1)
-        lengths = np.array([len(p) for p in proteins])
-        rows = np.arange(len(proteins))
-        tgt_out = body.copy()
-        tgt_out[rows, lengths] = protein_vocab.eos_id
-        tgt_in = np.concatenate([np.full((len(proteins), 1), protein_vocab.bos_id), body[:, :-1]], axis=1)
-        n_tokens = int(lengths.sum() + len(proteins))
-    else:
-        tgt_in = tgt_out = np.zeros((0, 1), dtype=np.int64)
-        n_tokens = 0
-    return Batch(src, tgt_in, tgt_out, n_tokens)
-
-
-def _encode_padded(texts, vocab, extra=0):
-    lookup = _lookup_table(vocab)
-    length = max(len(t) for t in texts) + extra
-    out = np.full((len(texts), length), vocab.pad_id, dtype=np.int64)
-    for i, text in enumerate(texts):
-        out[i, : len(text)] = lookup[np.frombuffer(text.encode("ascii"), dtype=np.uint8)]
-    if (out < 0).any():
-        raise ValueError("a sequence holds a character outside the vocabulary; normalise it first")
-    return out
-
-
-# --------------------------------------------------------------------------------------
-# Batches: synthetic (fresh every step) or from a table of pairs
-# --------------------------------------------------------------------------------------
-class SyntheticBatches:
-    """Endless batches of fresh random pairs; the curriculum sets ``max_len``.
-
-    Pairs are drawn a pool at a time (about ``pool_batches`` batches' worth), with protein
-    lengths uniform in ``min_len..max_len``, then grouped by length into batches of at most
-    ``max_tokens`` padded source nucleotides (see :func:`length_bucketed_batches`), so
-    almost no padding is computed. A change of ``max_len`` takes effect with the next pool.
-    """
-
-    def __init__(self, recipe: CodonRecipe, table, rng: np.random.Generator, pool_batches: int = 32):
-        self.recipe, self.table, self.rng = recipe, table, rng
-        self.min_len, self.max_len = recipe.min_len, recipe.start_max_len
-        self.pool_batches = pool_batches
-        self.rna_vocab, self.protein_vocab = rna_vocabulary(), protein_vocabulary()
-        self._queue, self._pool_max_len = [], None
-
-    def __iter__(self):
-        return self
-
-    def _refill(self):
-        mean_len = (self.min_len + self.max_len) / 2
-        n = max(1, int(self.pool_batches * self.recipe.max_tokens / (3 * mean_len)))
-        pairs = generate_pairs(n, self.min_len, self.max_len, self.table, self.recipe.stop_rate, self.rng)
-        n_long = int(round(self.recipe.long_share * n))
-        if n_long:
-            # late positions are rare under uniform lengths (position p appears only in the
-            # proteins at least p long): add proteins from the upper half of the range
-            low = max(self.min_len, self.max_len // 2)
-            longer = generate_pairs(n_long, low, self.max_len, self.table, self.recipe.stop_rate, self.rng)
-            pairs = pd.concat([pairs, longer], ignore_index=True)
-        lengths = 3 * pairs["protein"].str.len().to_numpy()
-        groups = length_bucketed_batches(lengths, self.recipe.max_tokens, self.rng)
-        rnas, proteins = pairs["rna"].to_numpy(), pairs["protein"].to_numpy()
-        self._queue = [(rnas[g], proteins[g]) for g in groups]
-        self._pool_max_len = self.max_len
-
-    def __next__(self) -> Batch:
-        if not self._queue or self._pool_max_len != self.max_len:
-            self._refill()
-        rnas, proteins = self._queue.pop()
-        return encode_pairs(rnas, proteins, self.rna_vocab, self.protein_vocab)
-
-
-class TableBatches:
-    """Endless length-bucketed batches from a pairs DataFrame, reshuffled every epoch; the
-    curriculum limits which rows (by protein length) are used."""
-
-    def __init__(self, pairs: pd.DataFrame, recipe: CodonRecipe, rng: np.random.Generator):
-        self.pairs = pairs.reset_index(drop=True)
-        self.recipe, self.rng = recipe, rng
-        self.lengths = self.pairs["protein"].str.len().to_numpy()
-        self.min_len, self.max_len = recipe.min_len, recipe.start_max_len
-        self.rna_vocab, self.protein_vocab = rna_vocabulary(), protein_vocabulary()
-        self._queue = []
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> Batch:
-        if not self._queue:
-            allowed = np.nonzero(self.lengths <= self.max_len)[0]
-            if allowed.size == 0:
-                allowed = np.argsort(self.lengths)[: max(1, len(self.lengths) // 10)]
-            groups = length_bucketed_batches(3 * self.lengths[allowed], self.recipe.max_tokens, self.rng)
-            self._queue = [allowed[g] for g in groups]
-        rows = self.pairs.iloc[self._queue.pop()]
-        return encode_pairs(rows["rna"], rows["protein"], self.rna_vocab, self.protein_vocab)
 
 
 # --------------------------------------------------------------------------------------
@@ -295,6 +185,7 @@ class CodonRun:
     table: int
     curriculum: list      #: (step, seconds, max_len) each time the curriculum moved on
     data_rng: np.random.Generator
+    resume_state: Callable[[], dict] | None = None   #: where the run stands, for a resumed run
 
     @property
     def history(self) -> pd.DataFrame:
@@ -304,7 +195,7 @@ class CodonRun:
 def train_codon_model(recipe: CodonRecipe | None = None, *, table=1, data: pd.DataFrame | None = None,
                       seed: int = 0, backend: str | None = None, max_steps: int | None = None,
                       time_budget: float | None = None, progress: bool = True, model=None,
-                      optimizer=None, checkpoint_fn=None, stop_when=None) -> CodonRun:
+                      optimizer=None, checkpoint_fn=None, stop_when=None, resume=None) -> CodonRun:
     """Train (or continue training) a codon model with the curriculum described above.
 
     ``data``: a pairs DataFrame to train on; by default fresh synthetic pairs every step.
@@ -312,6 +203,12 @@ def train_codon_model(recipe: CodonRecipe | None = None, *, table=1, data: pd.Da
     ``max_steps`` / after ``time_budget`` seconds (wall clock, curriculum checks included),
     or when ``stop_when(trainer, metrics)``, called after every check with the check's
     metrics (``exact_match``, ``residue_accuracy``, ``max_len``, ``n``), returns True.
+
+    ``resume``: a :class:`~minitransformer.checkpoint.Checkpoint` saved from a run of this
+    function (``save_run``), whose parameters ``model`` already holds: the run continues
+    where that one stopped -- its step, optimizer, curriculum, data stream and check
+    generator -- and gives, bit for bit, the model the uninterrupted run would have given
+    (``max_steps`` counts from the first run's start).
     """
     recipe = recipe or CodonRecipe()
     code = get_genetic_code(table)
@@ -335,28 +232,40 @@ def train_codon_model(recipe: CodonRecipe | None = None, *, table=1, data: pd.Da
         batches.recipe = recipe
     backend_name = model.backend_name
     curriculum = [(0, 0.0, batches.max_len)]
-    started = time.perf_counter()
+    pending = {"check_rng_state": None}   # set while a check runs: an interrupted one is redone
+    if resume is not None:
+        curriculum, pending["check_rng_state"] = resume_run(resume, trainer, batches, check_rng)
+    started = time.perf_counter() - trainer.train_seconds
+    start_step, drawn = trainer.step, [0]
 
     def moved(batch_iter):
         for batch in batch_iter:
+            drawn[0] += 1
             yield batch if backend_name == "numpy" else batch.to(backend_name)
 
-    def check_set(n, top):
-        pairs = generate_pairs(n, recipe.min_len, top, code.table_id, recipe.stop_rate, check_rng)
+    def check_set(n, top, rng):
+        pairs = generate_pairs(n, recipe.min_len, top, code.table_id, recipe.stop_rate, rng)
         return score_translations(translate_rna(model, pairs["rna"]), list(pairs["protein"]))
 
     def check(t: Trainer) -> dict:
         # a small check set decides when to move on (decoding it is part of the cost of
-        # every check); a larger one confirms that the final target is really reached
+        # every check); a larger one confirms that the final target is really reached.
+        # Only the checks every check_every steps move the curriculum and draw from the
+        # run's check generator; the one at the end of a run that stops between them
+        # draws from a copy, so stopping and resuming changes nothing.
+        scheduled = t.step % recipe.check_every == 0
+        rng = check_rng if scheduled else copy.deepcopy(check_rng)
+        pending["check_rng_state"] = copy.deepcopy(check_rng.bit_generator.state) if scheduled else None
         top = batches.max_len
-        scores = check_set(recipe.check_size, top)
+        scores = check_set(recipe.check_size, top, rng)
         if top >= recipe.final_max_len and scores["exact_match"] >= recipe.target_exact:
-            scores = check_set(recipe.confirm_size, top)
+            scores = check_set(recipe.confirm_size, top, rng)
         metrics = {"exact_match": scores["exact_match"], "residue_accuracy": scores["residue_accuracy"],
                    "max_len": top, "n": scores["n"]}
-        if scores["exact_match"] >= recipe.advance_at and top < recipe.final_max_len:
+        if scheduled and scores["exact_match"] >= recipe.advance_at and top < recipe.final_max_len:
             batches.max_len = min(2 * top, recipe.final_max_len)
             curriculum.append((t.step, time.perf_counter() - started, batches.max_len))
+        pending["check_rng_state"] = None
         return metrics
 
     def done(metrics: dict) -> bool:
@@ -365,10 +274,51 @@ def train_codon_model(recipe: CodonRecipe | None = None, *, table=1, data: pd.Da
         return (metrics["max_len"] >= recipe.final_max_len and metrics["n"] >= recipe.confirm_size
                 and metrics["exact_match"] >= recipe.target_exact)
 
+    def resume_state() -> dict:
+        redo = pending["check_rng_state"]
+        return {"batches": batches.position(untaken=drawn[0] - (trainer.step - start_step)),
+                "check_rng_state": redo if redo is not None else check_rng.bit_generator.state,
+                "check_pending": redo is not None}
+
+    if pending["check_rng_state"] is not None:   # the check the first run was in when stopped
+        check_rng.bit_generator.state = pending["check_rng_state"]
+        if done(trainer._evaluate(check, None)):
+            max_steps = trainer.step
     trainer.fit(moved(batches), max_steps=max_steps, time_budget=time_budget, evaluate=check,
                 eval_every=recipe.check_every, stop_when=done, progress=progress,
                 checkpoint_fn=checkpoint_fn, description="codon")
-    return CodonRun(model, trainer, recipe, code.table_id, curriculum, data_rng)
+    return CodonRun(model, trainer, recipe, code.table_id, curriculum, data_rng, resume_state)
+
+
+def resume_run(checkpoint, trainer: Trainer, batches, check_rng) -> tuple[list, dict | None]:
+    """Put a run saved in ``checkpoint`` back where it stopped: the trainer's step, seconds and
+    optimizer, the data stream ``batches`` and ``check_rng``. Returns the curriculum so far
+    and, when the run stopped inside a check, the check generator's state before it (the
+    check is done again). A field that does not fit is a CheckpointError naming the file."""
+    from ..checkpoint import CheckpointError, restore_optimizer
+
+    meta = checkpoint.metadata or {}
+    where = f"{checkpoint.path}: metadata field"
+    state = meta.get("resume")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{checkpoint.path} cannot be resumed: it records no training state (metadata "
+                              f"field 'resume'); it was saved by another program or an older version")
+    restore_optimizer(checkpoint, trainer.optimizer)
+    trainer.step = int(checkpoint.step)
+    try:
+        trainer.train_seconds = float(meta.get("train_seconds") or 0.0)
+        curriculum = [(int(s), float(t), int(m)) for s, t, m in meta["curriculum"]]
+        batches.max_len = curriculum[-1][2]
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise CheckpointError(f"{where} 'curriculum' or 'train_seconds' is not what a codon run "
+                              f"writes ({exc})") from exc
+    for field, apply in (("batches", batches.restore),
+                         ("check_rng_state", lambda s: setattr(check_rng.bit_generator, "state", s))):
+        try:
+            apply(state.get(field))
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise CheckpointError(f"{where} 'resume.{field}' is not a valid training state ({exc})") from exc
+    return curriculum, (state["check_rng_state"] if state.get("check_pending") else None)
 
 
 def evaluate_on_pairs(model, pairs: pd.DataFrame) -> tuple[dict, pd.DataFrame, list[str]]:
@@ -380,5 +330,5 @@ def evaluate_on_pairs(model, pairs: pd.DataFrame) -> tuple[dict, pd.DataFrame, l
 
 
 __all__ = ["CodonRecipe", "CodonRun", "SyntheticBatches", "TableBatches", "accuracy_by_length",
-           "encode_pairs", "evaluate_on_pairs", "score_translations", "train_codon_model",
+           "encode_pairs", "evaluate_on_pairs", "resume_run", "score_translations", "train_codon_model",
            "translate_rna"]
