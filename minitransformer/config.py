@@ -16,8 +16,31 @@ from .nn import ACTIVATIONS
 from .validation import check_int, check_number
 
 
+class JSONConfig:
+    """What every model config shares: a dict and JSON round trip, refusing unknown fields
+    (a misspelt setting in a file must not be dropped silently). Mixed into dataclasses."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(known)}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str):
+        return cls.from_dict(json.loads(text))
+
+
 @dataclass
-class TransformerConfig:
+class TransformerConfig(JSONConfig):
     """Everything needed to rebuild a model (saved as JSON inside checkpoints)."""
 
     src_vocab_size: int
@@ -75,17 +98,3 @@ class TransformerConfig:
             problems.append(f"pad_id={self.pad_id} must be a valid id of both vocabularies")
         if problems:
             raise ValueError("invalid TransformerConfig: " + "; ".join(problems))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TransformerConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TransformerConfig fields {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)

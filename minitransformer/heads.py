@@ -13,14 +13,14 @@ backward side by side: the tied projection ``logits = h E^T + b`` and the masked
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import backend as _backend
 from .nn import (ACTIVATIONS, Dropout, Embedding, LayerNorm, Linear, Module, Parameter, PositionalEncoding,
                  as_generator)
+from .config import JSONConfig
 from .transformer import Encoder, TransformerConfig
 
 
@@ -28,7 +28,7 @@ from .transformer import Encoder, TransformerConfig
 # Configuration
 # --------------------------------------------------------------------------------------
 @dataclass
-class StackConfig:
+class StackConfig(JSONConfig):
     """The settings every single-stack model shares (saved as JSON inside checkpoints).
 
     Subclasses (:class:`~minitransformer.encoder_only.EncoderOnlyConfig`,
@@ -90,24 +90,6 @@ class StackConfig:
             dropout=self.dropout, attention_dropout=self.attention_dropout, max_len=self.max_len,
             activation=self.activation, norm_first=self.norm_first, pad_id=self.pad_id,
             dtype=self.dtype, seed=self.seed)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict):
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str):
-        return cls.from_dict(json.loads(text))
 
 
 def is_count(value, minimum) -> bool:

@@ -12,24 +12,21 @@ def test_fasta_with_a_byte_order_mark_is_read(tmp_path):
     assert read_fasta("\ufeff>gene1\nAUG") == [("gene1", "AUG")]
 
 
-def test_fasta_that_is_not_utf8_names_the_file(tmp_path):
-    path = tmp_path / "genes.fasta"
-    path.write_bytes(b">gene1\nAUG\xff\xfe\n")
-    with pytest.raises(SequenceError, match=rf"'{path}' is not UTF-8 text: byte 0xff at offset 10"):
-        read_fasta(path)
-
-
 def test_csv_with_a_byte_order_mark_is_read(tmp_path):
     path = tmp_path / "pairs.csv"
     path.write_bytes(b"\xef\xbb\xbfrna,protein\nAUGGCC,MA\n")
     assert read_pairs_csv(path)["protein"].tolist() == ["MA"]
 
 
-def test_csv_that_is_not_utf8_names_the_file(tmp_path):
-    path = tmp_path / "pairs.csv"
-    path.write_bytes(b"rna,protein\nAUG\xe9,M\n")
-    with pytest.raises(ValueError, match=rf"'{path}' is not UTF-8 text"):
-        read_pairs_csv(path)
+@pytest.mark.parametrize("name, content, read, error, detail", [
+    ("genes.fasta", b">gene1\nAUG\xff\xfe\n", read_fasta, SequenceError, ": byte 0xff at offset 10"),
+    ("pairs.csv", b"rna,protein\nAUG\xe9,M\n", read_pairs_csv, ValueError, ": byte 0xe9 at offset 15"),
+])
+def test_a_file_that_is_not_utf8_is_named(tmp_path, name, content, read, error, detail):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(error, match=rf"'{path}' is not UTF-8 text{detail}"):
+        read(path)
 
 
 def test_an_empty_csv_names_the_file(tmp_path):
