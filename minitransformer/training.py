@@ -273,6 +273,13 @@ class Trainer:
         return pd.DataFrame(self.history_rows)
 
 
+def _in_a_notebook() -> bool:
+    """True inside a running Jupyter kernel (not merely with ipykernel imported, as a test
+    suite that executes notebooks in other processes may have it)."""
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return shell is not None and "ipykernel" in type(shell).__module__
+
+
 class Progress:
     """How :meth:`Trainer.fit` shows where it is.
 
@@ -297,7 +304,7 @@ class Progress:
         self.postfix: dict = {}
         # (a notebook's output is no terminal, but it redraws a bar's line as a terminal does)
         on_terminal = mode is True and ((hasattr(self.file, "isatty") and self.file.isatty())
-                                        or "ipykernel" in sys.modules)
+                                        or _in_a_notebook())
         self.plain = mode is True and not on_terminal
         by_time = max_steps is None and time_budget is not None
         self.bar = tqdm(total=round(time_budget) if by_time else max_steps, initial=0 if by_time else step,
