@@ -24,7 +24,7 @@ Conventions:
   (NumPy keeps ``float32_array * python_float`` in float32).
 
 These functions check nothing: they are the math, kept short. The modules in
-:mod:`minitransformer.nn` validate shapes and dtypes before they call them.
+:mod:`minitransformer.layers` validate shapes and dtypes before they call them.
 """
 from __future__ import annotations
 

@@ -172,7 +172,7 @@ class StackModel(Module):
 class OutputProjection(Module):
     """Hidden vectors (..., d) -> logits (..., V) over the vocabulary.
 
-    Untied, it is a :class:`~minitransformer.nn.Linear` of its own. Tied (``table`` given),
+    Untied, it is a :class:`~minitransformer.layers.Linear` of its own. Tied (``table`` given),
     it reuses the token embedding table E (V, d), as BERT and GPT-2 do:
 
         logits = h E^T + b,   so   dh = dlogits E,   dE += dlogits^T h,   db += sum dlogits,

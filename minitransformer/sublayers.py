@@ -1,5 +1,5 @@
 """The two sub-layers of every Transformer layer: multi-head attention and the position-wise
-feed-forward network, built from the layers of :mod:`minitransformer.nn`.
+feed-forward network, built from the layers of :mod:`minitransformer.layers`.
 
 Each is a module like the layers (``forward`` keeps a cache, ``backward`` adds into its
 parameters' gradients) and runs the path through the math its ``math_path`` names: the
@@ -16,7 +16,7 @@ import numpy as np
 from . import fast
 from . import functional as F
 from .module import Module
-from .nn import ACTIVATIONS, Dropout, Linear, ReLU, _check_float_input, _math, _param, as_generator
+from .layers import ACTIVATIONS, Dropout, Linear, ReLU, _check_float_input, _math, _param, as_generator
 
 __all__ = ["MultiHeadAttention", "FeedForward", "check_attention_mask"]
 

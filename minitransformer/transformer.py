@@ -16,8 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend as _backend
+from .layers import _math
 from .nn import (Dropout, Embedding, LayerNorm, Linear, Module, ModuleList,
-                 Parameter, PositionalEncoding, _math, as_generator)
+                 Parameter, PositionalEncoding, as_generator)
 from .sublayers import FeedForward, MultiHeadAttention
 from .config import TransformerConfig
 from .validation import check_token_ids

@@ -19,7 +19,7 @@ import re
 import griffe
 
 #: Modules rendered in docs/api/: a role naming an object in one of them becomes a link.
-RENDERED_MODULES = ("backend", "cpu", "files", "config", "functional", "fast", "module", "nn", "sublayers", "parallel", "validation", "losses", "transformer", "decoding",
+RENDERED_MODULES = ("backend", "cpu", "files", "config", "functional", "fast", "module", "layers", "sublayers", "parallel", "validation", "losses", "transformer", "decoding",
                     "optim", "optim_state", "schedules", "training", "checkpoint", "gradcheck", "interop", "vocab", "plotting",
                     "codon")
 
