@@ -271,7 +271,7 @@ def test_failed_rename_leaves_no_temp_file(tmp_path, monkeypatch):
     def no_replace(src, dst):
         raise OSError("rename refused")
 
-    monkeypatch.setattr(checkpoint.os, "replace", no_replace)
+    monkeypatch.setattr(os, "replace", no_replace)   # the rename of the atomic write
     with pytest.raises(OSError, match="rename refused"):
         save_checkpoint(tmp_path / "c.npz", TinyModel())
     assert os.listdir(tmp_path) == []
