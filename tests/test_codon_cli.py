@@ -16,9 +16,12 @@ from minitransformer import backend, cpu
 from minitransformer.checkpoint import load_checkpoint, save_checkpoint
 from minitransformer.cli import main
 from minitransformer.codon import demo
+from minitransformer.codon.alignment import edit_counts
+from minitransformer.codon.evaluation import check_translations
+from minitransformer.codon.genetic_code import translate
 from minitransformer.codon.report import difference_markers
 from minitransformer.codon.data import read_pairs_csv
-from minitransformer.codon.train import CodonRecipe
+from minitransformer.codon.train import CodonRecipe, split_into_pieces
 
 TINY = ["--d-model", "16", "--heads", "2", "--d-ff", "32", "--layers", "1"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -200,6 +203,10 @@ def test_evaluate_json_reports_and_excludes_a_wrong_row(model_path, pairs_csv, t
     assert result["table"] == 1
     assert sum(b["n"] for b in result["by_length"]) == result["n"]
     assert all(0.0 <= b["exact_match"] <= 1.0 for b in result["by_length"])
+    # errors counted by alignment beside exact match, overall and by length, adding up
+    assert result["edits"] == result["substitutions"] + result["insertions"] + result["deletions"]
+    assert sum(b["edits"] for b in result["by_length"]) == result["edits"]
+    assert (result["edits"] == 0) == (result["exact_match"] == 1.0)
     assert "rows 3" in captured.err and "left out" in captured.err
 
 
@@ -207,7 +214,7 @@ def test_evaluate_table_output_and_max_rows(model_path, pairs_csv, capsys):
     assert main(["codon", "evaluate", "--model", str(model_path), "--data", str(pairs_csv),
                  "--max-rows", "10"]) == 0
     out = capsys.readouterr().out
-    assert "10 pairs" in out and "exact match" in out
+    assert "10 pairs" in out and "exact match" in out and "aligned errors" in out and "subst/ins/del" in out
     assert out.strip().splitlines()[-1].startswith("all")
 
 
@@ -263,10 +270,31 @@ def test_translate_check_marks_differences(model_path, capsys):
     protein = out[0]
     if protein == "MAIVMGR*":
         assert "1 of 1 sequences translated exactly" in summary
+        assert "by alignment 0 edits" in summary
     else:  # an untrained model: a marker line with a ^ under every wrong residue
         marks = out[1].split("  <-")[0]
         assert set(marks) <= {" ", "^"} and "^" in marks
         assert "0 of 1 sequences translated exactly" in summary
+        assert f"by alignment {edit_counts(protein, 'MAIVMGR*').describe()} in 8 residues" in summary
+
+
+def test_check_counts_a_dropped_residue_once_piece_by_piece():
+    """--check aligns each piece's protein with the translation of that piece: a residue dropped
+    in the first piece counts once, though every later position differs."""
+    rna = "AUGGCCAUUGUAAAA" * 40                            # 200 codons, (MAIVK) x 40
+    expected = translate(rna)
+    pieces = split_into_pieces(rna, 90)
+    parts = [translate(p) for p in pieces]
+    parts[0] = parts[0][:5] + parts[0][6:]                # one residue dropped in piece 1
+    parts[2] = parts[2][:10] + "W" + parts[2][11:]        # one substituted in piece 3
+    lines = check_translations(["g"], [rna], [parts], 1, show_names=False, max_codons=90)
+    assert "".join(parts) != expected
+    assert "2 edits (1 substitution, 0 insertions, 1 deletion) in 200 residues" in lines[1]
+    assert lines[-1].startswith("check against table 1 (Standard): 0 of 1 sequences translated exactly; "
+                                "by alignment 2 edits (1 substitution, 0 insertions, 1 deletion) in 200 "
+                                "residues (1.00%)")
+    differing = int(lines[-1].split("; ")[-1].split()[0])
+    assert differing > 50                                 # what counting position by position says
 
 
 def test_translate_long_sequences_in_pieces(model_path, capsys):
@@ -278,10 +306,12 @@ def test_translate_long_sequences_in_pieces(model_path, capsys):
     assert main(["codon", "translate", "--model", str(model_path), rna]) == 0   # auto: trained range
     auto = capsys.readouterr().out.strip()
     from minitransformer.checkpoint import load_model
-    from minitransformer.codon.train import split_into_pieces, translate_rna
+    from minitransformer.codon.train import safe_piece_codons, split_into_pieces, translate_rna
     model, ckpt = load_model(model_path)
     longest = ckpt.metadata["curriculum"][-1][2]
-    assert auto == "".join(translate_rna(model, split_into_pieces(rna, longest)))
+    # auto: pieces of 90% of the longest trained length, clear of the weak edge
+    assert safe_piece_codons(longest) < longest
+    assert auto == "".join(translate_rna(model, split_into_pieces(rna, safe_piece_codons(longest))))
     assert in_pieces == "".join(translate_rna(model, split_into_pieces(rna, 10)))
     assert whole == translate_rna(model, [rna])[0]
     assert main(["codon", "translate", "--model", str(model_path), "--piece-codons", "-3", rna]) == 2

@@ -307,8 +307,40 @@ def test_example_genes_show_the_mitochondrial_code():
     assert standard["protein"].str.endswith("*").all()
 
 
+@pytest.mark.parametrize("kind", ["collection", "holdout"])
+def test_collected_genes_are_complete_cds_from_named_records(kind):
+    genes = load_example_genes(kind)
+    assert len(genes) >= 30
+    for column in ["name", "accession", "table", "rna", "protein", "source", "organism", "note"]:
+        assert (genes[column].astype(str).str.len() > 0).all(), column
+    assert genes["name"].is_unique and genes["rna"].is_unique
+    assert (genes["table"] == 1).all()
+    assert genes["source"].str.startswith("biopython/biopython Tests/").all()
+    assert genes["note"].str.contains("matches the record's /translation").all()
+    for gene in genes.itertuples():
+        assert normalize_rna(gene.rna) == gene.rna and gene.rna.startswith("AUG")
+        assert 30 <= len(gene.protein) <= 2500 and len(gene.rna) == 3 * len(gene.protein)
+        assert translate(gene.rna, 1) == gene.protein
+        assert gene.protein.endswith("*") and "*" not in gene.protein[:-1]   # complete, no inner stop
+    assert check_pairs(genes).empty
+
+
+def test_collected_genes_add_at_least_fifty_and_the_holdout_stays_apart():
+    collection, holdout = load_example_genes("collection"), load_example_genes("holdout")
+    earlier = load_example_genes("standard")
+    assert len(collection) + len(holdout) >= 50
+    assert not set(holdout["rna"]) & set(collection["rna"])
+    assert not (set(holdout["rna"]) | set(collection["rna"])) & set(earlier["rna"])
+    assert (collection["protein"].str.len() > 1000).any()     # long genes too: they need pieces
+    import os
+    from minitransformer.codon import data
+    folder = os.path.join(os.path.dirname(data.__file__), "data")
+    assert sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)) < 2_000_000
+
+
 def test_load_example_genes_all_and_errors():
     everything = load_example_genes("all")
-    assert len(everything) == len(load_example_genes("standard")) + len(load_example_genes("mitochondrial"))
+    assert len(everything) == sum(len(load_example_genes(k)) for k in ("standard", "mitochondrial", "collection"))
+    assert not set(everything["rna"]) & set(load_example_genes("holdout")["rna"])
     with pytest.raises(ValueError, match="unknown kind of example genes 'plastid'"):
         load_example_genes("plastid")

@@ -5,7 +5,7 @@ import pytest
 
 from minitransformer.codon.data import generate_pairs, protein_vocabulary, rna_vocabulary
 from minitransformer.codon.train import (CodonRecipe, SyntheticBatches, TableBatches, accuracy_by_length,
-                                         encode_pairs, score_translations, split_into_pieces,
+                                         encode_pairs, safe_piece_codons, score_translations, split_into_pieces,
                                          train_codon_model, translate_rna)
 
 TINY = dict(d_model=16, n_heads=2, d_ff=32, n_encoder_layers=1, n_decoder_layers=1, check_every=5,
@@ -47,6 +47,17 @@ def test_scores_and_buckets():
     table = accuracy_by_length(["M" * 5, "A" * 30], ["M" * 5, "A" * 29 + "C"])
     assert list(table["lengths"]) == ["1-10", "26-50"]
     assert list(table["exact_match"]) == [1.0, 0.0]
+    # errors counted by alignment beside them: one substitution in 30 residues
+    assert list(table["edits"]) == [0, 1] and list(table["substitutions"]) == [0, 1]
+    assert table["residue_error_rate"].tolist() == [0.0, 1 / 30]
+    dropped = accuracy_by_length(["MAIVK" * 5 + "AIVK"], ["MAIVK" * 6])
+    assert dropped["deletions"].tolist() == [1] and dropped["residue_accuracy"].tolist()[0] < 0.9
+
+
+def test_auto_pieces_stay_below_the_longest_trained_length():
+    assert safe_piece_codons(100) == 90
+    assert safe_piece_codons(12) == 10 and safe_piece_codons(1) == 1
+    assert all(safe_piece_codons(n) < n for n in range(2, 500))
 
 
 def test_a_short_run_trains_checks_and_keeps_the_input_order():

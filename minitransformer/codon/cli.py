@@ -38,7 +38,7 @@ from .options import (ARCHITECTURE_OPTIONS, NON_NEGATIVE_INT, POSITIVE_INT, POSI
                       HelpFormatter, add_architecture, add_backend, add_force, add_model, add_no_progress,
                       add_resume, add_seed, progress_mode, table_type)
 from .report import score_table
-from .train import CodonRecipe
+from .train import CodonRecipe, safe_piece_codons
 
 __all__ = ["add_codon_commands"]
 
@@ -336,8 +336,8 @@ def _add_translate(sub):
                    help="beam search with N beams (1: greedy decoding)")
     p.add_argument("--piece-codons", default="auto", metavar="N",
                    help="translate a sequence longer than N codons in near-equal pieces of at most N codons "
-                        "and join the proteins; 'auto': the longest protein the model was trained on "
-                        "(models do not extrapolate past it); 0: always whole")
+                        "and join the proteins; 'auto': 90%% of the longest protein the model was trained on "
+                        "(models do not extrapolate past it, and are weakest right at it); 0: always whole")
     add_backend(p)
 
 
@@ -345,7 +345,7 @@ def _piece_codons(value, ckpt):
     """The ``max_codons`` for translate_rna from --piece-codons (None: whole sequences)."""
     if value == "auto":
         trained = trained_lengths(ckpt)
-        return trained[1] if trained else None
+        return safe_piece_codons(trained[1]) if trained else None
     return check_number(value, "non-negative integer", "--piece-codons (or 'auto'; 0: whole)") or None
 
 
@@ -353,14 +353,15 @@ def _run_translate(args):
     inputs, show_names = translate_inputs(args.sequences, args.fasta, args.csv)
     rnas = evaluation.clean_sequences(inputs)
     model, ckpt = load_codon_model(args.model, args.backend)
-    proteins = evaluation.translate_sequences(model, rnas, [label for _, label, _ in inputs],
-                                              beam_width=args.beam,
-                                              max_codons=_piece_codons(args.piece_codons, ckpt))
+    max_codons = _piece_codons(args.piece_codons, ckpt)
+    pieces = evaluation.translate_sequences(model, rnas, [label for _, label, _ in inputs],
+                                            beam_width=args.beam, max_codons=max_codons)
     names = [name for name, _, _ in inputs]
     if args.check:
-        lines = evaluation.check_translations(names, rnas, proteins, model_table(ckpt, args.table), show_names)
+        lines = evaluation.check_translations(names, rnas, pieces, model_table(ckpt, args.table), show_names,
+                                              max_codons)
     else:
-        lines = [(f"{name}\t" if show_names else "") + protein for name, protein in zip(names, proteins)]
+        lines = [(f"{name}\t" if show_names else "") + "".join(parts) for name, parts in zip(names, pieces)]
     print("\n".join(lines))
     return 0
 

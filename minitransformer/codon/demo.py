@@ -21,14 +21,15 @@ import numpy as np
 
 from ..errors import CommandError
 from ..files import atomic_write, check_output_path
+from .alignment import edit_counts
 from .checkpoints import save_run
 from .data import generate_pairs, load_example_genes
 from .genetic_code import get_genetic_code
 from .inputs import ModelOutput
 from .report import (cross_attention, describe_training, json_scores, pct, plot_codon_accuracy_by_length,
                      plot_codon_learning_curves, plot_cross_attention, score_table)
-from .train import (CodonRecipe, evaluate_on_pairs, score_translations, split_into_pieces,
-                    train_codon_model, translate_rna)
+from .train import (CodonRecipe, evaluate_on_pairs, safe_piece_codons, score_translations, train_codon_model,
+                    translate_pieces, translate_rna)
 
 __all__ = ["run_demo", "demo_files", "train_default_model", "score_on_fresh_pairs",
            "translate_real_genes", "draw_attention"]
@@ -149,13 +150,15 @@ def score_on_fresh_pairs(run, picture: Path, rng, *, n_in_range: int, n_longer: 
 
 
 def translate_real_genes(model, genes, trained_up_to: int) -> list[dict]:
-    """Step 3: translate each gene in pieces of at most ``trained_up_to`` codons (and, for the
-    genes that needed more than one piece, whole too); a row of scores per gene."""
+    """Step 3: translate each gene in pieces of at most :func:`safe_piece_codons` codons (what
+    ``translate --piece-codons auto`` does; and, for the genes that needed more than one piece,
+    whole too); a row of scores per gene, its errors counted by alignment."""
+    size = safe_piece_codons(trained_up_to)
     print(f"[3/4] translating {len(genes)} real genes ({get_genetic_code(TABLE)}); genes longer than "
-          f"{trained_up_to} codons in pieces of at most {trained_up_to} (the longest proteins the model "
-          f"was trained on)")
-    predicted = translate_rna(model, genes["rna"], max_codons=trained_up_to)
-    pieces = [len(split_into_pieces(rna, trained_up_to)) for rna in genes["rna"]]
+          f"{size} codons in pieces of at most {size} (90% of the longest proteins the model was trained on)")
+    piece_proteins = translate_pieces(model, genes["rna"], size)
+    predicted = ["".join(p) for p in piece_proteins]
+    pieces = [len(p) for p in piece_proteins]
     # a gene of one piece was already translated whole; only the longer ones are decoded again
     cut = [i for i, n in enumerate(pieces) if n > 1]
     whole = list(predicted)
@@ -164,16 +167,19 @@ def translate_real_genes(model, genes, trained_up_to: int) -> list[dict]:
     rows = []
     width = max([len(n) for n in genes["name"]] + [4])
     print(f"{INDENT}{'gene':<{width}}  {'length':>6}  {'pieces':>6}  {'exact':>5}  {'residues right':>14}  "
-          f"{'exact if whole':>14}")
+          f"{'edits':>5}  {'exact if whole':>14}")
     for name, expected, protein, protein_whole, n_pieces in zip(genes["name"], genes["protein"], predicted,
                                                                 whole, pieces):
         s = score_translations([protein], [expected])
+        edits = edit_counts(protein, expected)
         rows.append({"name": name, "length": len(expected), "pieces": n_pieces,
                      "exact_match": bool(protein == expected), "residue_accuracy": float(s["residue_accuracy"]),
+                     "edits": edits.distance, "substitutions": edits.substitutions,
+                     "insertions": edits.insertions, "deletions": edits.deletions,
                      "exact_match_whole": bool(protein_whole == expected)})
         print(f"{INDENT}{name:<{width}}  {len(expected):>6}  {n_pieces:>6}  "
               f"{'yes' if protein == expected else 'no':>5}  {s['residue_accuracy']:>14.1%}  "
-              f"{'yes' if protein_whole == expected else 'no':>14}")
+              f"{edits.distance:>5}  {'yes' if protein_whole == expected else 'no':>14}")
     return rows
 
 
@@ -206,6 +212,10 @@ def _print_summary(evaluation: dict, files: dict) -> None:
     print(f"  real genes: {sum(g['exact_match'] for g in genes)} of {len(genes)} translated exactly "
           f"({sum(g['exact_match_whole'] for g in genes)} of {len(genes)} when the long ones are not cut "
           f"into pieces)")
+    edits = sum(g["edits"] for g in genes)
+    print(f"  real genes, errors by alignment: {edits} edits in {sum(g['length'] for g in genes)} residues "
+          f"({sum(g['substitutions'] for g in genes)} substitutions, {sum(g['insertions'] for g in genes)} "
+          f"insertions, {sum(g['deletions'] for g in genes)} deletions)")
     for name, path in files.items():
         print(f"  {name + ':':<20}{path}")
     print(f"try: minitransformer codon translate --model {files['model']} AUGGCCAUUGUAAUGGGCCGCUGA --check")

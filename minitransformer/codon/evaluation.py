@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import time
 from ..errors import CommandError
+from .alignment import EditCounts, align_in_pieces
 from .genetic_code import get_genetic_code, translate
 from .inputs import check_lengths, mismatched_rows, picture_output, read_pairs
 from .report import cross_attention, difference_markers, json_scores, plot_cross_attention, row_list
 from .sequences import SequenceError, normalize_rna
-from .train import evaluate_on_pairs, split_into_pieces, translate_rna
+from .train import evaluate_on_pairs, split_into_pieces, translate_pieces, translate_rna
 
 __all__ = ["evaluate_file", "clean_sequences", "translate_sequences", "check_translations", "draw_attention_file"]
 
@@ -59,32 +60,50 @@ def clean_sequences(inputs) -> list[str]:
     return rnas
 
 
-def translate_sequences(model, rnas, labels, *, beam_width: int = 1, max_codons=None) -> list[str]:
-    """The proteins of ``rnas``, each checked first to fit the model (in pieces of at most
-    ``max_codons`` codons when given; an error names its label)."""
+def translate_sequences(model, rnas, labels, *, beam_width: int = 1, max_codons=None) -> list[list[str]]:
+    """For each of ``rnas``, the proteins of its pieces of at most ``max_codons`` codons (one
+    piece, the whole sequence, when None); each piece checked first to fit the model (an
+    error names its label). Join a sequence's pieces for its protein."""
     longest_piece = [r if max_codons is None else max(split_into_pieces(r, max_codons), key=len) for r in rnas]
     check_lengths(longest_piece, labels, model)
-    return translate_rna(model, rnas, beam_width=beam_width, max_codons=max_codons)
+    if max_codons is None:
+        return [[p] for p in translate_rna(model, rnas, beam_width=beam_width)]
+    return translate_pieces(model, rnas, max_codons, beam_width=beam_width)
 
 
-def check_translations(names, rnas, proteins, table: int, show_names: bool) -> list[str]:
-    """Each protein, and under each one that differs from ``table``'s translation a line with
-    ``^`` under every wrong residue; a summary line last."""
+def check_translations(names, rnas, pieces, table: int, show_names: bool, max_codons=None) -> list[str]:
+    """Each protein (the join of its ``pieces``, translated from ``rnas`` cut with
+    ``max_codons``), and under each one that differs from ``table``'s translation a line with
+    ``^`` under every position that differs and the errors counted by alignment; a summary
+    line last.
+
+    The errors are counted piece by piece, each piece's protein against the translation of
+    that piece (:func:`~minitransformer.codon.alignment.align_in_pieces`): a residue dropped in
+    one piece counts once, and a million-residue input needs only small tables.
+    """
     lines = []
-    n_exact = wrong_residues = total_residues = 0
-    for name, rna, protein in zip(names, rnas, proteins):
+    n_exact = differing = positions = residues = 0
+    edits = EditCounts()
+    for name, rna, parts in zip(names, rnas, pieces):
+        protein = "".join(parts)
         lines.append((f"{name}\t" if show_names else "") + protein)
-        expected = translate(rna, table)
+        rna_pieces = [rna] if max_codons is None else split_into_pieces(rna, max_codons)
+        expected_parts = [translate(r, table) for r in rna_pieces]
+        expected = "".join(expected_parts)
+        counts = align_in_pieces(parts, expected_parts)
         marks = difference_markers(protein, expected)
-        n_wrong, n = marks.count("^"), max(len(protein), len(expected))
-        n_exact += n_wrong == 0
-        wrong_residues += n_wrong
-        total_residues += n
-        if n_wrong:
+        n_exact += protein == expected
+        differing += marks.count("^")
+        positions += max(len(protein), len(expected))
+        residues += len(expected)
+        edits = edits + counts
+        if protein != expected:
             pad = (" " * len(name) + "\t") if show_names else ""
-            lines.append(f"{pad}{marks}  <- {n_wrong} of {n} residues differ")
-    lines.append(f"check against {get_genetic_code(table)}: {n_exact} of {len(proteins)} sequences "
-                 f"translated exactly; {wrong_residues} of {total_residues} residues differ")
+            lines.append(f"{pad}{marks}  <- {counts.describe()} in {len(expected)} residues; "
+                         f"{marks.count('^')} positions differ")
+    lines.append(f"check against {get_genetic_code(table)}: {n_exact} of {len(rnas)} sequences translated "
+                 f"exactly; by alignment {edits.describe()} in {residues} residues "
+                 f"({edits.distance / max(residues, 1):.2%}); {differing} of {positions} positions differ")
     return lines
 
 

@@ -46,28 +46,40 @@ def scores_line(scores) -> str:
 
 
 def score_table(overall, by_length) -> str:
-    """Scores by length bucket and (unless ``overall`` is None) overall, as aligned text."""
-    rows = [(str(r["lengths"]), int(r["n"]), r["exact_match"], r["residue_accuracy"])
-            for _, r in by_length.iterrows()]
+    """Scores by length bucket and (unless ``overall`` is None) overall, as aligned text: exact
+    match, residue accuracy (position by position) and, where the scores have them, the errors
+    counted by alignment (edits per expected residue, and the edits by kind)."""
+    aligned = "residue_error_rate" in by_length.columns
+    rows = [r for _, r in by_length.iterrows()]
     if overall is not None:
-        rows.append(("all", int(overall["n"]), overall["exact_match"], overall["residue_accuracy"]))
-    out = [f"{'lengths':<10} {'n':>7} {'exact match':>12} {'residue accuracy':>17}"]
-    for label, n, exact, residues in rows:
-        if label == "all":
-            out.append("-" * 49)
-        out.append(f"{label:<10} {n:>7} {pct(exact):>12} {pct(residues):>17}")
+        rows.append({**overall, "lengths": "all"})
+    head = f"{'lengths':<10} {'n':>7} {'exact match':>12} {'residue accuracy':>17}"
+    if aligned:
+        head += f" {'aligned errors':>15} {'subst/ins/del':>15}"
+    out = [head]
+    for r in rows:
+        if r["lengths"] == "all":
+            out.append("-" * len(head))
+        line = f"{str(r['lengths']):<10} {int(r['n']):>7} {pct(r['exact_match']):>12} {pct(r['residue_accuracy']):>17}"
+        if aligned:
+            kinds = f"{int(r['substitutions'])}/{int(r['insertions'])}/{int(r['deletions'])}"
+            line += f" {r['residue_error_rate']:>15.2%} {kinds:>15}"
+        out.append(line)
     return "\n".join(out)
 
 
 def json_scores(overall: dict, by_length) -> dict:
-    """Overall scores and scores by length as plain JSON values."""
-    return {"exact_match": float(overall["exact_match"]),
-            "residue_accuracy": float(overall["residue_accuracy"]),
-            "n": int(overall["n"]),
-            "by_length": [{"lengths": str(r["lengths"]), "n": int(r["n"]),
-                           "exact_match": float(r["exact_match"]),
-                           "residue_accuracy": float(r["residue_accuracy"])}
-                          for _, r in by_length.iterrows()]}
+    """Overall scores and scores by length as plain JSON values (the errors counted by
+    alignment too, where the scores have them)."""
+    def plain(scores) -> dict:
+        out = {"exact_match": float(scores["exact_match"]), "residue_accuracy": float(scores["residue_accuracy"]),
+               "n": int(scores["n"])}
+        if "residue_error_rate" in scores:
+            out["residue_error_rate"] = float(scores["residue_error_rate"])
+            out.update({k: int(scores[k]) for k in ("edits", "substitutions", "insertions", "deletions")})
+        return out
+    return {**plain(overall),
+            "by_length": [{"lengths": str(r["lengths"]), **plain(r)} for _, r in by_length.iterrows()]}
 
 
 # --------------------------------------------------------------------------------------
