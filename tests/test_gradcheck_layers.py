@@ -254,9 +254,13 @@ def test_cross_entropy_ignores_padding(rng):
     dlogits = criterion.backward()
     assert np.all(dlogits[targets == 0] == 0)
     # only the three real targets count, and the mean divides by three
+    # (one logit per padded row moved, not all of them: adding the same number to a whole row
+    # leaves its softmax unchanged, and would not see a loss that counted padding)
     changed = logits.copy()
-    changed[targets == 0] += 100.0
+    changed[targets == 0, 3] += 5.0
     assert float(criterion.forward(changed, targets)) == pytest.approx(float(loss), abs=1e-12)
+    assert float(CrossEntropyLoss(label_smoothing=0.1).forward(changed, targets)) != pytest.approx(
+        float(CrossEntropyLoss(label_smoothing=0.1).forward(logits, targets)))   # a loss that counts them moves
 
 
 def test_checker_catches_a_wrong_derivative(rng):
