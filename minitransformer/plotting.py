@@ -314,7 +314,8 @@ def _heatmap_grid(grid, query_labels, key_labels, path, title, row_names, xlabel
 
 def plot_attention(weights, query_labels=None, key_labels=None, path=None, title=None, *,
                    xlabel="key (source)", ylabel="query (target)"):
-    """Heatmap of attention weights: one panel per head.
+    """Heatmap of attention weights: one panel per head, the heads in a grid that fits
+    :data:`PAGE_WIDTH` (four heads of a long sequence: two rows of two), the colour bar beside.
 
     Args:
         weights: (Tq, Tk) or (H, Tq, Tk) attention weights (NumPy or CuPy), e.g.
@@ -335,7 +336,8 @@ def plot_attention(weights, query_labels=None, key_labels=None, path=None, title
 def plot_attention_layers(weights_per_layer, query_labels=None, key_labels=None, path=None,
                           title=None, *, layer_names=None, xlabel="key (source)",
                           ylabel="query (target)"):
-    """A grid of attention heatmaps: one row per layer, one column per head.
+    """A grid of attention heatmaps: one row per layer, one column per head (a layer's heads
+    wrap onto more rows where one row would be wider than :data:`PAGE_WIDTH`).
 
     Args:
         weights_per_layer: a list of (H, Tq, Tk) arrays (or (Tq, Tk) for one head), one per
