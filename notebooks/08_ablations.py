@@ -372,6 +372,13 @@ for name, change in [("baseline", None), ("no residual connections", remove_resi
           f"{norms['src_embed']:.3f}, at the target embedding {norms['tgt_embed']:.3f}")
 
 # %% [markdown]
+# At the source embedding the two are alike. At the target embedding the gradient is 27
+# times smaller without the skips: the previous residue's only way to the output is now
+# through the decoder's self-attention, which at the start spreads each position's
+# attention over the whole prefix, and then through two more sub-layers. So the decoder
+# learns slowly from its own input, the prefix it has written so far, which is how it
+# knows how far it has got, and so which codon to read next.
+#
 # ### Without layer norm
 #
 # Layer norm holds every position's vector at mean 0 and variance 1 (times $\gamma$, plus
