@@ -1,10 +1,11 @@
 """Pictures of a model and its training: learning curves, attention maps, accuracy by length.
 
 Every function returns a :class:`matplotlib.figure.Figure` and, when ``path`` is given,
-also saves it there as a PNG. Figures are built directly from ``matplotlib.figure.Figure``
-with the Agg (file) canvas, not through ``pyplot``: nothing is opened on screen, no
-global "current figure" is left behind, and the functions work the same in a script, a
-test, a web server or a notebook (Jupyter shows a returned Figure as an image).
+also saves it there (:func:`save_figure`: in the format the extension names, ``.png``,
+``.svg``, ``.pdf``..., written atomically). Figures are built directly from
+``matplotlib.figure.Figure`` with the Agg (file) canvas, not through ``pyplot``: nothing is
+opened on screen, no global "current figure" is left behind, and the functions work the
+same in a script, a test, a web server or a notebook (Jupyter shows a returned Figure).
 
 matplotlib is imported inside the functions, so ``import minitransformer`` stays fast and
 works where matplotlib is missing; only drawing needs it.
@@ -23,10 +24,13 @@ import numpy as np
 from .backend import to_numpy
 
 __all__ = ["plot_learning_curves", "plot_attention", "plot_attention_layers",
-           "plot_accuracy_by_length"]
+           "plot_accuracy_by_length", "save_figure", "figure_format"]
 
 #: At most this many tick labels along one axis of a heatmap; longer axes show every n-th.
 MAX_TICK_LABELS = 60
+#: The widest a grid of attention heatmaps is drawn, in inches (120 dpi: 1200 pixels), so
+#: that it stays readable when a page shows it at its own width.
+PAGE_WIDTH = 10.0
 
 
 # --------------------------------------------------------------------------------------
@@ -42,13 +46,33 @@ def _new_figure(width: float, height: float):
     return fig
 
 
+def figure_format(path) -> str:
+    """The picture format that ``path``'s extension names (``"png"``, ``"svg"``, ``"pdf"``...),
+    refused in one line when matplotlib cannot write it."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    if suffix not in formats:
+        said = f"the extension .{suffix}" if suffix else "no extension"
+        raise ValueError(f"{os.fspath(path)}: {said} names no picture format matplotlib can write; "
+                         f"end the name with one of {', '.join('.' + f for f in sorted(formats))}")
+    return suffix
+
+
+def save_figure(fig, path, dpi: int = 120):
+    """Write ``fig`` to ``path`` in the format its extension names (``.png``, ``.svg``,
+    ``.pdf``...; :func:`figure_format`), atomically (:func:`~minitransformer.files.atomic_write`:
+    a reader never sees half a picture); missing folders are created. Returns the path."""
+    from .files import atomic_write
+
+    fmt = figure_format(path)
+    return atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi))
+
+
 def _save(fig, path) -> None:
     if path is not None:
-        path = os.fspath(path)
-        folder = os.path.dirname(path)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        fig.savefig(path, dpi=120, format="png")
+        save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------
@@ -62,7 +86,7 @@ def plot_learning_curves(history, path=None, ax=None, title=None, *, eval_column
         history: a DataFrame like :attr:`Trainer.history`: a ``step`` column, a ``loss``
             column (rows without a loss, such as evaluation rows, are skipped), and
             optionally evaluation columns ``eval_*``.
-        path: where to save the PNG (optional).
+        path: where to save it (optional; its extension names the format).
         ax: draw into these Axes instead of a new figure (the second axis is added to it).
         title: the figure title.
         eval_columns: which columns to plot on the right axis. By default every ``eval_*``
@@ -100,10 +124,7 @@ def plot_learning_curves(history, path=None, ax=None, title=None, *, eval_column
     else:
         ax.text(0.5, 0.5, "no training loss logged yet", transform=ax.transAxes,
                 ha="center", va="center", color="gray")
-    for step, label in marks or ():
-        ax.axvline(step, color="gray", linestyle=":", linewidth=1)
-        ax.annotate(str(label), (step, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -2),
-                    textcoords="offset points", ha="left", va="top", fontsize="x-small", color="gray")
+    mark_labels = _mark_steps(ax, marks or ())
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss (per target token)")
     ax.grid(True, alpha=0.3)
@@ -131,8 +152,41 @@ def plot_learning_curves(history, path=None, ax=None, title=None, *, eval_column
                   bbox_to_anchor=(0.5, 1.0), ncol=len(lines), fontsize="small", frameon=False)
     if title:
         ax.set_title(title, pad=22 if lines else 6)
+    _stagger(mark_labels)  # last: it needs the final layout
     _save(fig, path)
     return fig
+
+
+def _mark_steps(ax, marks) -> list:
+    """Dotted vertical lines at the marks' steps, each labelled at the top, right of its line;
+    returns the labels, left to right."""
+    texts = []
+    for step, label in sorted(marks, key=lambda mark: mark[0]):
+        ax.axvline(step, color="gray", linestyle=":", linewidth=1)
+        texts.append(ax.annotate(str(label), (step, 1.0), xycoords=("data", "axes fraction"),
+                                 xytext=(2, -2), textcoords="offset points", ha="left", va="top",
+                                 fontsize="x-small", color="gray"))
+    return texts
+
+
+def _stagger(texts) -> None:
+    """Move labels (left to right, hanging from the top) down a line where they would cover one
+    another: marks close together would print "up to 20" over "up to 40". Each label goes on
+    the highest line where it clears the labels already there; that needs their rendered
+    widths, so the figure is laid out first (call this when the rest is drawn)."""
+    if len(texts) < 2:
+        return
+    fig = texts[0].figure
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    boxes = [text.get_window_extent(renderer) for text in texts]
+    gap = 3 * fig.dpi / 72                                       # 3 points apart on a line
+    line = max(box.height for box in boxes) * 72 / fig.dpi + 1  # points from line to line
+    ends = []                                                    # where each line's last label ends
+    for text, box in zip(texts, boxes):
+        level = next((i for i, end in enumerate(ends) if box.x0 >= end + gap), len(ends))
+        ends[level:level + 1] = [box.x1]
+        text.set_position((2, -2 - level * line))
 
 
 def _log_axis(ax, lo: float, hi: float) -> None:
@@ -215,27 +269,43 @@ def _heatmap(ax, w, query_labels, key_labels, *, xlabel, ylabel, title, vmax):
 
 
 def _heatmap_grid(grid, query_labels, key_labels, path, title, row_names, xlabel, ylabel):
-    """``grid``: list of rows, each an (H, Tq, Tk) array; one subplot per (row, head)."""
-    n_rows, n_heads = len(grid), grid[0].shape[0]
+    """``grid``: list of layers, each an (H, Tq, Tk) array; one panel per (layer, head).
+
+    A layer's heads fill as many rows as they need to keep the figure within
+    :data:`PAGE_WIDTH` (four heads of a long sequence: a 2 x 2 block, not a strip too wide
+    to read); the colour bar, shared by all panels, stands to their right.
+    """
+    n_layers, n_heads = len(grid), grid[0].shape[0]
     tq, tk = grid[0].shape[1:]
     query_labels = _check_labels(query_labels, tq, "query")
     key_labels = _check_labels(key_labels, tk, "key")
-    # each panel gets room for its labels, within reason
-    panel_w = min(12.0, max(2.5, 0.12 * tk + 0.8))
-    panel_h = min(10.0, max(2.0, 0.12 * tq + 0.8))
-    scale = min(1.0, 24.0 / (panel_w * n_heads), 30.0 / (panel_h * n_rows))
-    fig = _new_figure(panel_w * n_heads * scale + 1.2, panel_h * n_rows * scale + 0.8)
-    axes = fig.subplots(n_rows, n_heads, squeeze=False)
+    room = PAGE_WIDTH - 1.4                            # the colour bar and the row labels take the rest
+    panel_w = min(room, max(2.2, 0.075 * tk + 0.6))    # a column per token (5.4 points), within reason
+    panel_h = min(8.0, max(1.6, 0.11 * tq + 0.8))
+    per_row = min(n_heads, max(1, int(room // panel_w)))
+    rows_per_layer = math.ceil(n_heads / per_row)
+    per_row = math.ceil(n_heads / rows_per_layer)      # balanced: 2 x 2 rather than 3 + 1
+    n_rows = n_layers * rows_per_layer
+    fig = _new_figure(min(PAGE_WIDTH, per_row * panel_w + 1.4),
+                      min(40.0, n_rows * panel_h + (0.8 if title else 0.4)))
+    axes = fig.subplots(n_rows, per_row, squeeze=False)
     vmax = max(float(w.max()) for w in grid) or 1.0
-    image = None
-    for r, weights in enumerate(grid):
+    image, used = None, []
+    for layer, weights in enumerate(grid):
         for h in range(n_heads):
-            ax = axes[r, h]
-            name = f"head {h + 1}" if row_names[r] is None else f"{row_names[r]}, head {h + 1}"
+            row, col = layer * rows_per_layer + h // per_row, h % per_row
+            ax = axes[row, col]
+            name = f"head {h + 1}" if row_names[layer] is None else f"{row_names[layer]}, head {h + 1}"
+            lowest = layer == n_layers - 1 and h + per_row >= n_heads   # nothing below it
             image = _heatmap(ax, weights[h], query_labels, key_labels,
-                             xlabel=xlabel if r == n_rows - 1 else None,
-                             ylabel=ylabel if h == 0 else None, title=name, vmax=vmax)
-    fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
+                             xlabel=xlabel if lowest else None,
+                             ylabel=ylabel if col == 0 else None, title=name, vmax=vmax)
+            used.append(ax)
+    for ax in axes.flat:
+        if ax not in used:
+            ax.remove()   # the empty places of a last row
+    fig.colorbar(image, ax=used, shrink=min(0.9, 0.5 + 0.1 * n_rows), aspect=25, pad=0.02,
+                 label="attention weight")
     if title:
         fig.suptitle(title)
     _save(fig, path)
@@ -244,7 +314,8 @@ def _heatmap_grid(grid, query_labels, key_labels, path, title, row_names, xlabel
 
 def plot_attention(weights, query_labels=None, key_labels=None, path=None, title=None, *,
                    xlabel="key (source)", ylabel="query (target)"):
-    """Heatmap of attention weights: one panel per head.
+    """Heatmap of attention weights: one panel per head, the heads in a grid that fits
+    :data:`PAGE_WIDTH` (four heads of a long sequence: two rows of two), the colour bar beside.
 
     Args:
         weights: (Tq, Tk) or (H, Tq, Tk) attention weights (NumPy or CuPy), e.g.
@@ -252,7 +323,7 @@ def plot_attention(weights, query_labels=None, key_labels=None, path=None, title
             how query ``i`` spreads its attention over the keys (it sums to 1).
         query_labels: Tq labels for the rows (the y axis), e.g. the target tokens.
         key_labels: Tk labels for the columns (the x axis), e.g. the source tokens.
-        path: where to save the PNG (optional).
+        path: where to save it (optional; its extension names the format).
         title: the figure title.
         xlabel, ylabel: axis names.
 
@@ -265,7 +336,8 @@ def plot_attention(weights, query_labels=None, key_labels=None, path=None, title
 def plot_attention_layers(weights_per_layer, query_labels=None, key_labels=None, path=None,
                           title=None, *, layer_names=None, xlabel="key (source)",
                           ylabel="query (target)"):
-    """A grid of attention heatmaps: one row per layer, one column per head.
+    """A grid of attention heatmaps: one row per layer, one column per head (a layer's heads
+    wrap onto more rows where one row would be wider than :data:`PAGE_WIDTH`).
 
     Args:
         weights_per_layer: a list of (H, Tq, Tk) arrays (or (Tq, Tk) for one head), one per
@@ -299,7 +371,7 @@ def plot_accuracy_by_length(df, path=None, title=None, *, train_max_len: int | N
         df: a DataFrame with a column ``lengths`` (bucket labels such as ``"11-25"``), the
             score columns (fractions 0..1), and optionally ``n`` (examples per bucket,
             written above the bars).
-        path: where to save the PNG (optional).
+        path: where to save it (optional; its extension names the format).
         title: the figure title.
         train_max_len: the longest sequence seen in training: buckets beyond it are shaded,
             since there the model is asked to generalise to lengths it never saw.
@@ -327,14 +399,17 @@ def plot_accuracy_by_length(df, path=None, title=None, *, train_max_len: int | N
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
     for i, (column, label) in enumerate(scores.items()):
         offset = (i - (len(scores) - 1) / 2) * width
-        ax.bar(x + offset, df[column], width, label=label, color=colors[i % len(colors)])
+        color = colors[i % len(colors)]
+        values = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float)
+        ax.bar(x + offset, values, width, label=label, color=color)
+        _mark_zero_bars(ax, x + offset, values, width, color)
     if "n" in df.columns:
         for xi, n in zip(x, df["n"]):
             ax.text(xi, 1.01, f"n={int(n)}", ha="center", va="bottom", fontsize="x-small", color="gray")
     if train_max_len is not None:
         beyond = [i for i, label in enumerate(df["lengths"]) if _bucket_low(label) > train_max_len]
         if beyond:
-            ax.axvspan(min(beyond) - 0.5, max(beyond) + 0.5, color="gray", alpha=0.15, lw=0,
+            ax.axvspan(min(beyond) - 0.5, max(beyond) + 0.5, color="gray", alpha=0.15, lw=0, zorder=0,
                        label=f"longer than in training (> {train_max_len})")
     ax.set_xticks(x, [str(label) for label in df["lengths"]])
     ax.set_xlim(-0.6, len(df) - 0.4)
@@ -351,6 +426,15 @@ def plot_accuracy_by_length(df, path=None, title=None, *, train_max_len: int | N
         fig.suptitle(title)
     _save(fig, path)
     return fig
+
+
+def _mark_zero_bars(ax, xs, values, width, color) -> None:
+    """A bar of (nearly) nothing would not show, and a missing bar reads as a missing
+    measurement: draw it as a thick line on the axis, labelled with its value."""
+    for x, value in zip(xs, values):
+        if np.isfinite(value) and value < 0.005:
+            ax.hlines(0, x - width / 2, x + width / 2, colors=color, linewidth=3, clip_on=False)
+            ax.text(x, 0.01, f"{value:.0%}", ha="center", va="bottom", fontsize="x-small", color=color)
 
 
 def _bucket_low(label) -> float:

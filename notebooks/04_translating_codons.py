@@ -387,7 +387,7 @@ plt.show()
 # target positions, source positions). For each decoder position (a row) they say how much
 # it looks at each nucleotide of the source (a column). Row $i$ reads residue $i - 1$ (the
 # first row reads `<bos>`) and predicts residue $i$; it is labelled with that residue.
-# `plot_attention_layers` draws one row of panels per layer, one panel per head:
+# `plot_attention_layers` draws a panel per head, each layer's heads in a grid that fits the page:
 
 # %%
 example = generate_pairs(1, 12, 12, seed=7)

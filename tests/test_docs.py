@@ -11,7 +11,8 @@
   block) is run, and the gradient-check reports it prints must list the same names as the
   page shows, with errors on the same side of the tests' tolerance.
 * With MkDocs installed, ``mkdocs build --strict`` must succeed: broken links, missing
-  anchors and references to functions that no longer exist all fail it.
+  anchors and references to functions that no longer exist all fail it; and no built page
+  loads a script from the network (MathJax ships with the site: the math renders offline).
 """
 from __future__ import annotations
 
@@ -33,9 +34,9 @@ DOCS = ROOT / "docs"
 BACKWARD_PAGES = sorted((DOCS / "backward").glob("*.md"))
 ALL_PAGES = sorted(DOCS.rglob("*.md"))
 
-DOCS_TOOLS = ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python")
+DOCS_TOOLS = ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python", "mathjax")
 DOCS_INSTALL = ('pip install mkdocs==1.6.1 mkdocs-material==9.8.2 "mkdocstrings[python]==1.0.8" '
-                "mkdocstrings-python==2.0.11")
+                "mkdocstrings-python==2.0.11 django-static-mathjax==3.2.2.1")
 
 _DIRECTIVE = re.compile(r"^:::\s+(minitransformer(?:\.\w+)+)\s*$", re.M)
 _AUTOREF = re.compile(r"\]\[(minitransformer(?:\.\w+)+)\]")
@@ -232,5 +233,55 @@ def test_mkdocs_build_strict(tmp_path):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     log = result.stdout + result.stderr
     assert result.returncode == 0, "mkdocs build --strict failed:\n" + log[-6000:]
+    site = tmp_path / "site"
     for page in ["index.html", "backward/layer-norm/index.html", "api/functional/index.html"]:
-        assert (tmp_path / "site" / page).is_file(), f"the build did not produce {page}"
+        assert (site / page).is_file(), f"the build did not produce {page}"
+    # the math renders offline: MathJax, its fonts and its extensions are in the site ...
+    mathjax = site / "javascripts" / "mathjax"
+    for shipped in ["tex-mml-chtml.js", "output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff",
+                    "input/tex/extensions/cancel.js", "LICENSE"]:
+        assert (mathjax / shipped).is_file(), f"the site lacks MathJax's {shipped}"
+    # ... and no page loads a script from the network
+    pages = sorted(site.rglob("*.html"))
+    remote = {f"{page.relative_to(site)}: {src}" for page in pages
+              for src in _script_sources(page.read_text(encoding="utf-8")) if _is_remote(src)}
+    assert not remote, "pages load scripts from the network: " + "; ".join(sorted(remote)[:5])
+    layer_norm = (site / "backward/layer-norm/index.html").read_text(encoding="utf-8")
+    assert "javascripts/mathjax/tex-mml-chtml.js" in layer_norm and 'class="arithmatex"' in layer_norm
+
+
+_SCRIPT_SRC = re.compile(r"<script\b[^>]*?\bsrc\s*=\s*[\"']?([^\"'\s>]+)", re.I)
+
+
+def _script_sources(html: str) -> list[str]:
+    return _SCRIPT_SRC.findall(html)
+
+
+def _is_remote(src: str) -> bool:
+    """Whether a script's address reaches out of the site: a scheme (https:, http:, ...) or
+    a scheme-relative ``//host/...``; a relative or root-relative path stays in the site."""
+    return src.startswith("//") or re.match(r"^[a-z][a-z0-9+.-]*:", src, re.I) is not None
+
+
+def test_remote_scripts_are_recognised():
+    html = ('<script src="https://cdn.example.org/mathjax.js"></script><script src=//cdn.x/y.js>'
+            "<script defer src='../javascripts/mathjax.js'></script><script>var a = 1;</script>")
+    sources = _script_sources(html)
+    assert sources == ["https://cdn.example.org/mathjax.js", "//cdn.x/y.js", "../javascripts/mathjax.js"]
+    assert [_is_remote(s) for s in sources] == [True, True, False]
+    assert not _is_remote("/assets/javascripts/bundle.js") and not _is_remote("search/main.js")
+
+
+def test_the_demo_s_run_time_is_the_same_everywhere(capsys):
+    """The README, the getting-started page and ``codon demo --help`` give one run time."""
+    from minitransformer.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["codon", "demo", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    started = " ".join((DOCS / "getting-started.md").read_text(encoding="utf-8").split())
+    for text in (help_text, readme, started):
+        assert "about five minutes" in text.lower()
+    assert "ten at most" in help_text and "ten at most" in readme
+    assert "10 minutes" not in help_text

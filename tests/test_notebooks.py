@@ -184,3 +184,50 @@ def test_grader_fails_wrong_answers(path, tmp_path):
         pytest.fail(str(err), pytrace=False)
     grades = _grades(nb)
     assert set(grades.values()) == {"WRONG"}, f"{path.name} with wrong answers was graded: {grades}"
+
+
+# ------------------------------------------------------------------ the ablations notebook
+ABLATIONS = NOTEBOOK_DIR / "08_ablations.py"
+_RUNS_HEADING = "# %% [markdown]\n# ## 2. Six runs"
+
+
+def _ablation_checks(tmp_path, changes=None) -> str:
+    """What the first part of notebook 08 prints (the changes and their gradient checks, no
+    training), with ``changes`` (old -> new text) made to its code first."""
+    text = ABLATIONS.read_text(encoding="utf-8")
+    head = text[:text.index(_RUNS_HEADING)]
+    for old, new in (changes or {}).items():
+        assert old in head, f"08_ablations.py no longer holds {old!r}"
+        head = head.replace(old, new)
+    script = tmp_path / ABLATIONS.name
+    script.write_text(head, encoding="utf-8")
+    try:
+        nb, _ = runner.execute_notebook(script, tmp_path)
+    except runner.NotebookFailed as err:
+        pytest.fail(str(err), pytrace=False)
+    return _printed(nb)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_MISSING is not None, reason=str(_MISSING))
+def test_every_ablation_passes_the_gradient_checker(tmp_path):
+    """The ablations replace pieces of the model by hand-written ones; each is checked."""
+    printed = _ablation_checks(tmp_path)
+    checked = [line for line in printed.splitlines() if "largest relative error" in line]
+    assert len(checked) == 4 and all(line.endswith(": ok") for line in checked), printed
+    assert "UnscaledAttention == softmax(q k^T) v by hand: True" in printed
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_MISSING is not None, reason=str(_MISSING))
+def test_a_wrong_ablation_fails_the_gradient_checker(tmp_path):
+    printed = _ablation_checks(tmp_path, {
+        # the chain rule's factor sqrt(d_k) forgotten on the query weights
+        "self.w_in.grad[...] = w_grad + (self.w_in.grad - w_grad) * s": "pass",
+        # the skip connection's gradient kept though the skip is gone
+        "return self.sublayer.backward(self.dropout.backward(self.norm.backward(dout)))":
+            "return Residual.backward(self, dout)"})
+    verdicts = {line.split("  ")[0]: line.rsplit(": ", 1)[1] for line in printed.splitlines()
+                if "largest relative error" in line}
+    assert verdicts == {"no positional encoding": "ok", "no √d_k": "WRONG", "no residual connections": "WRONG",
+                        "no layer norm": "ok"}, printed

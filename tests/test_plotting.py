@@ -63,6 +63,60 @@ def test_learning_curves_into_given_axes_and_bad_input():
         plot_learning_curves(_history(), eval_columns=["eval_nothing"])
 
 
+def _overlapping(boxes):
+    return [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
+
+
+@pytest.mark.parametrize("steps", [(700, 1100, 1400, 2200), (100, 101, 102), (10, 5000, 5001, 9000)])
+def test_curriculum_labels_never_cover_one_another(tmp_path, steps):
+    history = pd.DataFrame({"step": np.arange(1, 9001, 10), "loss": np.linspace(3.0, 0.5, 900)})
+    marks = [(step, f"up to {20 * 2 ** i}") for i, step in enumerate(steps)]
+    fig = plot_learning_curves(history, tmp_path / "curve.png", title="a run", marks=marks)
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)   # laid out as saved
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    assert [t.get_text() for t in ax.texts] == [label for _, label in marks]
+    assert not _overlapping(boxes)
+    frame = ax.get_window_extent(renderer)
+    assert all(frame.x0 <= b.x0 and b.y1 <= frame.y1 + 1 for b in boxes)  # inside the plot
+    assert len({round(b.y0) for b in boxes}) > 1   # (close marks do need a second line)
+
+
+def test_marks_far_apart_stay_on_one_line():
+    history = pd.DataFrame({"step": np.arange(1, 9001, 10), "loss": np.linspace(3.0, 0.5, 900)})
+    fig = plot_learning_curves(history, marks=[(1000, "up to 20"), (4000, "up to 40"), (7000, "up to 80")])
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    assert len({round(t.get_window_extent(renderer).y0) for t in fig.axes[0].texts}) == 1
+
+
+# -------------------------------------------------------------------- saving
+@pytest.mark.parametrize("name, magic", [("f.png", PNG_MAGIC), ("f.svg", b"<?xml"), ("f.PDF", b"%PDF")])
+def test_a_figure_is_saved_in_the_format_its_extension_names(tmp_path, name, magic):
+    path = tmp_path / "sub" / name
+    plot_attention(_weights(1, 3, 4), path=path)
+    assert path.read_bytes().startswith(magic)
+    assert [p.name for p in path.parent.iterdir()] == [name]   # no partial file left behind
+
+
+def test_an_unknown_extension_is_refused_in_one_line(tmp_path):
+    with pytest.raises(ValueError, match=r"\.txt names no picture format.*\.png") as caught:
+        plot_learning_curves(_history(), tmp_path / "curve.txt")
+    assert "\n" not in str(caught.value)
+    with pytest.raises(ValueError, match="no extension"):
+        plotting.save_figure(plot_attention(_weights(1, 3, 4)), tmp_path / "curve")
+    assert not list(tmp_path.iterdir())
+    assert plotting.figure_format("a/b.SVG") == "svg"
+
+
+def test_the_codon_layer_saves_through_the_library():
+    import inspect
+    from minitransformer.codon import evaluation, report, runs
+    for module in (report, runs, evaluation):
+        assert "savefig" not in inspect.getsource(module), module.__name__
+
+
 # -------------------------------------------------------------------- attention
 def _weights(h, tq, tk, seed=0):
     w = np.random.default_rng(seed).random((h, tq, tk))
@@ -82,6 +136,33 @@ def test_attention_one_panel_per_head_with_labels(tmp_path):
     # a single head given as (Tq, Tk)
     fig = plot_attention(_weights(1, 4, 9)[0], protein, rna)
     assert len([ax for ax in fig.axes if ax.images]) == 1
+
+
+def _inches(fig, ax):
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    return ax.get_window_extent(renderer).transformed(fig.dpi_scale_trans.inverted())
+
+
+def test_attention_heads_form_a_grid_within_page_width_with_the_colour_bar_beside():
+    fig = plot_attention(_weights(4, 13, 36), None, list("AUG" * 12), title="four heads")
+    assert fig.get_figwidth() <= plotting.PAGE_WIDTH
+    heatmaps = [ax for ax in fig.axes if ax.images]
+    boxes = [_inches(fig, ax) for ax in heatmaps]
+    assert len({round(b.y0, 2) for b in boxes}) == 2 and len({round(b.x0, 2) for b in boxes}) == 2  # 2 x 2
+    assert min(b.width for b in boxes) >= 2.0   # inches: 36 columns of about 5 points or more
+    assert not _overlapping(boxes)
+    (bar,) = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    bar_box = _inches(fig, bar)
+    assert bar_box.x0 >= max(b.x1 for b in boxes)                  # to the right of every head
+    assert min(b.y0 for b in boxes) < bar_box.y0 < bar_box.y1 < max(b.y1 for b in boxes)
+    assert len(fig.axes) == 5   # four heads and the bar: no empty panels
+
+
+def test_a_wide_attention_map_still_fits_the_page():
+    fig = plot_attention(_weights(3, 10, 200))
+    assert fig.get_figwidth() <= plotting.PAGE_WIDTH
+    assert len({round(_inches(fig, ax).y0, 2) for ax in fig.axes if ax.images}) == 3   # a head per row
 
 
 def test_attention_long_axes_are_thinned():
@@ -139,6 +220,17 @@ def test_accuracy_by_length(tmp_path):
                                 scores={"exact_match": "exact", "residue_accuracy": "residues"})
     with pytest.raises(ValueError, match="no score column"):
         plot_accuracy_by_length(df[["lengths", "n"]])
+
+
+def test_a_zero_bar_shows_and_says_zero():
+    from matplotlib.colors import to_rgba
+    df = pd.DataFrame({"lengths": ["1-10", "101-150"], "exact_match": [1.0, 0.0], "residue_accuracy": [1.0, 0.6]})
+    ax = plot_accuracy_by_length(df).axes[0]
+    (zero,) = ax.collections          # the zero bar, drawn as a thick line on the axis
+    (segment,) = zero.get_segments()
+    assert segment[0][1] == segment[1][1] == 0 and 0.5 < segment[0][0] < segment[1][0] <= 1  # bucket 2, first bar
+    assert zero.get_linewidth()[0] >= 2 and tuple(zero.get_color()[0]) == to_rgba("tab:blue")
+    assert [t.get_text() for t in ax.texts] == ["0%"]
 
 
 def test_accuracy_by_length_takes_the_caller_s_words(tmp_path):

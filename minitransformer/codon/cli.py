@@ -3,7 +3,7 @@ look inside.
 
 ::
 
-    minitransformer codon demo                                  # everything, in about 10 minutes
+    minitransformer codon demo                                  # everything: about five minutes, ten at most
     minitransformer codon make-data --n 2000 --out test.csv     # random pairs as CSV
     minitransformer codon train --time-budget 300 --out model.npz
     minitransformer codon finetune --from model.npz --table 2 --n 500 --out mito.npz
@@ -56,12 +56,13 @@ def _command(sub, name: str, run, **texts) -> argparse.ArgumentParser:
 def _add_demo(sub):
     p = _command(
         sub, "demo", _run_demo,
-        help="train, evaluate and inspect the default codon model in one go (about 10 minutes)",
+        help="train, evaluate and inspect the default codon model in one go (about five minutes, ten at most)",
         description="The whole codon story in one command: train the default model on fresh random\n"
                     "pairs (proteins of 1-100 residues, standard genetic code) for --time-budget seconds,\n"
                     "score it on fresh pairs of the training lengths and of twice the longest training\n"
                     "length, translate real genes, and draw its learning curve, its accuracy by length\n"
-                    "and its attention. Everything is written to --out-dir.",
+                    "and its attention. Everything is written to --out-dir. On a laptop CPU it takes\n"
+                    "about five minutes, ten at most (training stops after --time-budget seconds).",
         epilog="example:\n  minitransformer codon demo --out-dir codon-demo")
     p.add_argument("--out-dir", default="codon-demo", metavar="DIR", help="where to write everything")
     p.add_argument("--time-budget", type=POSITIVE_NUMBER, default=480.0, metavar="SECONDS",

@@ -7,15 +7,12 @@ returns text or a Figure; nothing trains or saves a model.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from ..files import atomic_write
 from ..plotting import plot_accuracy_by_length, plot_attention_layers, plot_learning_curves
 
 __all__ = ["SHOWN_ROWS", "pct", "row_list", "scores_line", "score_table", "json_scores",
-           "describe_training", "difference_markers", "save_picture", "plot_codon_learning_curves",
+           "describe_training", "difference_markers", "plot_codon_learning_curves",
            "plot_codon_accuracy_by_length", "cross_attention", "plot_cross_attention"]
 
 #: How many offending rows a one-line message lists before "and N more".
@@ -134,28 +131,18 @@ def difference_markers(predicted: str, expected: str) -> str:
 # --------------------------------------------------------------------------------------
 # Pictures, in the task's words
 # --------------------------------------------------------------------------------------
-def save_picture(fig, path):
-    """Write ``fig`` to ``path`` in the format its extension names (``.pdf`` a PDF, ``.svg`` an
-    SVG; see :func:`~minitransformer.codon.inputs.picture_output`), atomically; returns ``fig``."""
-    if path is not None:
-        fmt = Path(path).suffix.lower().lstrip(".") or "png"
-        atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=120))
-    return fig
-
-
 def plot_codon_learning_curves(run, path, title):
     """The learning curve of a codon run, a dotted line where its curriculum moved on."""
     marks = [(int(step), f"up to {int(length)}") for step, _, length in run.curriculum[1:]]
-    return save_picture(plot_learning_curves(run.history, None, title=title, marks=marks), path)
+    return plot_learning_curves(run.history, path, title=title, marks=marks)
 
 
 def plot_codon_accuracy_by_length(by_length, path, title, train_max_len=None):
     """Exact match and residue accuracy by protein length (from ``accuracy_by_length``)."""
-    fig = plot_accuracy_by_length(by_length, None, title=title, train_max_len=train_max_len,
-                                  scores={"exact_match": "exact match (whole protein)",
-                                          "residue_accuracy": "residue accuracy"},
-                                  xlabel="protein length (residues)")
-    return save_picture(fig, path)
+    return plot_accuracy_by_length(by_length, path, title=title, train_max_len=train_max_len,
+                                   scores={"exact_match": "exact match (whole protein)",
+                                           "residue_accuracy": "residue accuracy"},
+                                   xlabel="protein length (residues)")
 
 
 def cross_attention(model, rna: str):
@@ -185,7 +172,6 @@ def cross_attention(model, rna: str):
 def plot_cross_attention(weights, labels, rna: str, path, title, layers):
     """Cross-attention heatmaps: a row per decoder layer (``layers``: their 0-based numbers,
     one per entry of ``weights``), a column per head."""
-    fig = plot_attention_layers(weights, labels, list(rna), None, title=title,
-                                layer_names=[f"decoder layer {i + 1}" for i in layers],
-                                xlabel="nucleotide (source)", ylabel="predicted residue")
-    return save_picture(fig, path)
+    return plot_attention_layers(weights, labels, list(rna), path, title=title,
+                                 layer_names=[f"decoder layer {i + 1}" for i in layers],
+                                 xlabel="nucleotide (source)", ylabel="predicted residue")
