@@ -4,7 +4,8 @@ import json
 import numpy as np
 
 from minitransformer.protein import data as D
-from minitransformer.protein.train import DemoSettings, run_demo, wilson_interval
+from minitransformer.protein.demo import run_demo
+from minitransformer.protein.train import DemoSettings, wilson_interval
 
 
 def test_the_shipped_data_and_vocabulary():
