@@ -58,7 +58,7 @@ def _add_settings(p, options):
     for option in options:
         field, kind, what = SETTING_OPTIONS[option]
         p.add_argument(option, dest=field, type=number_type(kind), default=None,
-                       metavar="P" if kind == "probability" else "N",
+                       metavar={"probability": "P", "positive number": "LR"}.get(kind, "N"),
                        help=f"{what} (default: {getattr(_DEFAULTS, field)})")
 
 
