@@ -42,7 +42,7 @@ DEMO_FILES = ("model.npz", "pretrained.npz", "evaluation.json", "demo.png")
 class DemoData:
     """The demo's sequences, split: see :func:`load_demo_data`."""
 
-    unlabelled: list          #: pre-training sequences
+    unlabelled: list          #: pre-training sequences (the pool, then the training side's, unlabelled)
     held_out: list            #: pre-training sequences kept out, to score masked-LM accuracy
     train: object             #: labelled training table (family, sequence, ...)
     test: object              #: labelled test table, split off by similarity
@@ -57,6 +57,11 @@ def load_demo_data(settings: DemoSettings, validation: bool = False, families_cs
     """The sequences (the shipped ones unless CSV files are given): unlabelled ones split into
     pre-training and held-out, labelled ones split by similarity (:func:`~.data.similarity_split`).
 
+    Pre-training reads the unlabelled pool and, with ``settings.pretrain_on_train_side``,
+    every sequence of the labelled training side too, *without its label*: the situation
+    of the talk (many sequences, few of them labelled), in which the few labelled ones
+    are a part of a larger set of sequences. The test side is never read before the test.
+
     With ``validation``, the test split is left out altogether and a validation split is
     carved from the training side the same way, to take its place: the settings are
     tuned on it, and the test split is read only once they are fixed."""
@@ -66,7 +71,8 @@ def load_demo_data(settings: DemoSettings, validation: bool = False, families_cs
         train, test = D.similarity_split(train, seed=settings.seed + 1)
     unlabelled = D.load_pretraining(pretraining_csv).sequence.tolist()
     cut = min(settings.mlm_eval_sequences, len(unlabelled) // 5)
-    return DemoData(unlabelled[cut:], unlabelled[:cut], train, test, sorted(families.family.unique()))
+    extra = train.sequence.tolist() if settings.pretrain_on_train_side else []
+    return DemoData(unlabelled[cut:] + extra, unlabelled[:cut], train, test, sorted(families.family.unique()))
 
 
 def pretrain_model(data: DemoData, settings: DemoSettings, log=print):

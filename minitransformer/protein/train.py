@@ -39,6 +39,7 @@ class DemoSettings:
     batch_size: int = 32
     pretrain_steps: int = 250
     pretrain_lr: float = 2e-3
+    pretrain_on_train_side: bool = True  #: pre-train on the labelled training side's sequences too, unlabelled
     finetune_steps: int = 50
     finetune_lr: float = 1e-3
     finetune_batch: int = 32        #: windows per fine-tuning step
@@ -94,13 +95,18 @@ def finetuning_optimizer(model: EncoderOnly, peak_lr, steps, encoder_lr_scale=1.
 
 
 def pretrain(model: EncoderOnly, sequences, settings: DemoSettings, log=print):
-    """Masked language modelling on random windows of ``sequences``; returns the losses."""
+    """Masked language modelling on random windows of ``sequences``; returns the losses.
+
+    A sequence is drawn with a probability in proportion to the windows it holds (its length
+    over ``settings.window``, at least 1), so that every residue is about as likely to be read:
+    a protein of 800 residues is not read as often as one of 128."""
     vocab, rng = D.protein_vocabulary(), np.random.default_rng(settings.seed)
     optimizer = _optimizer(model.parameters(), settings.pretrain_lr, settings.pretrain_steps)
     criterion, losses, start = CrossEntropyLoss(ignore_index=IGNORE_INDEX), [], time.perf_counter()
+    weights = np.maximum(1.0, np.array([len(s) for s in sequences]) / settings.window)
     model.train()
     for step in range(settings.pretrain_steps):
-        rows = rng.choice(len(sequences), settings.batch_size, replace=False)
+        rows = rng.choice(len(sequences), settings.batch_size, replace=False, p=weights / weights.sum())
         ids = D.encode(vocab, [sequences[i] for i in rows], settings.window, rng)
         inputs, targets = mask_tokens(ids, rng, mask_id=vocab.token_to_id(D.MASK),
                                       special_ids=D.special_ids(vocab), vocab_size=len(vocab))
