@@ -65,7 +65,7 @@ def test_pretrain_saves_a_masked_lm_model_that_loads_back(pretrained, workdir, c
 def test_finetune_from_the_pretrained_model_and_from_scratch(pretrained, workdir, capsys):
     tuned, scratch = workdir / "tuned.npz", workdir / "scratch.npz"
     assert main(["protein", "finetune", "--from", str(pretrained), "--window", "32", *QUICK_FINETUNE,
-                 "--out", str(tuned)]) == 0
+                 "--out", str(tuned), "--plot", str(workdir / "tuned.png")]) == 0
     assert "test accuracy" in capsys.readouterr().out
     assert main(["protein", "finetune", *TINY, *QUICK_FINETUNE, "--out", str(scratch)]) == 0
     pre, _ = load_protein_model(pretrained)
@@ -75,6 +75,7 @@ def test_finetune_from_the_pretrained_model_and_from_scratch(pretrained, workdir
     moved = model.state_dict()["embeddings.token.weight"] - pre.state_dict()["embeddings.token.weight"]
     assert 0 < np.abs(moved).max() < 0.1
     assert load_protein_model(scratch)[1].metadata["pretrained"] is None
+    assert (workdir / "tuned.png").read_bytes()[:8] == PNG_MAGIC
 
 
 def test_a_loaded_classifier_predicts_what_the_saved_one_did(tmp_path):
@@ -98,7 +99,7 @@ def test_the_demo_writes_its_files_and_the_keys(demo_dir, capsys):
     evaluation = json.loads((demo_dir / "evaluation.json").read_text())
     for key in ("mlm_accuracy", "mlm_unigram_baseline", "classification_accuracy_pretrained",
                 "classification_accuracy_scratch", "classification_ci95_pretrained",
-                "classification_ci95_scratch", "n_test", "runs"):
+                "classification_ci95_scratch", "n_test", "runs", "curve_steps", "curve_pretrained"):
         assert key in evaluation
     assert evaluation["n_test"] == 185 and evaluation["split"] == "test"
     model, _ = load_protein_model(demo_dir / "model.npz", task="protein-families")

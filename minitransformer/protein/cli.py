@@ -46,12 +46,13 @@ SETTING_OPTIONS = {
     "--encoder-lr-scale": ("encoder_lr_scale", "probability",
                            "the pre-trained encoder's learning rate over the classifier's (0: frozen)"),
     "--eval-windows": ("eval_windows", "positive integer", "windows per test sequence, class logits averaged"),
+    "--curve-points": ("curve_points", "positive integer", "fine-tuning steps at which the test accuracy is recorded"),
     "--per-family": ("per_family", "positive integer", "labelled training sequences per family"),
 }
 ARCHITECTURE = ("--d-model", "--heads", "--d-ff", "--layers")
 PRETRAIN = ARCHITECTURE + ("--window", "--batch-size", "--pretrain-steps", "--pretrain-lr")
 FINETUNE = ("--window", "--finetune-steps", "--finetune-lr", "--finetune-batch", "--encoder-lr-scale",
-            "--eval-windows", "--per-family")
+            "--eval-windows", "--curve-points", "--per-family")
 
 
 def _add_settings(p, options):
@@ -149,16 +150,16 @@ def _run_pretrain(args):
     model, scores, losses = pretrain_model(data, settings)
     save_protein_model(out, model, "protein-mlm", **scores)
     if plot:
-        _plot_losses(losses, plot, "masked-LM loss")
+        _plot(range(1, len(losses) + 1), losses, plot, "masked-LM loss")
     print(f"saved {out}")
     return 0
 
 
-def _plot_losses(losses, path, what):
+def _plot(steps, values, path, what):
     from ..plotting import _new_figure, _save
     fig = _new_figure(5, 3.2)
     ax = fig.subplots()
-    ax.plot(losses)
+    ax.plot(list(steps), list(values), "o-" if len(values) < 20 else "-")
     ax.set(xlabel="step", ylabel=what)
     _save(fig, path)
 
@@ -183,7 +184,7 @@ def _add_finetune(sub):
                    help="a pre-trained model (from 'protein pretrain' or the demo's pretrained.npz); "
                         "without it the model is trained from scratch")
     p.add_argument("--data", metavar="FILE.csv", help="labelled sequences (default: the shipped families)")
-    p.add_argument("--plot", metavar="FILE.png", help="also draw the classification loss curve here")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw the test accuracy along fine-tuning here")
     _add_settings(p, ARCHITECTURE + FINETUNE)
     add_seed(p, help="seed of the split, the labelled sequences drawn, the model and the batches")
     add_force(p)
@@ -209,12 +210,12 @@ def _run_finetune(args):
     print(f"{'fine-tuning ' + args.pretrained if pretrained else 'training from scratch'}: "
           f"{len(data.families)} families, at most {settings.per_family} labelled sequences each, "
           f"{settings.finetune_steps} steps; {len(data.test)} test sequences split off by similarity")
-    model, accuracy, losses = finetune_model(data, settings, args.seed, pretrained)
+    model, accuracy, curve = finetune_model(data, settings, args.seed, pretrained)
     low, high = wilson_interval(accuracy * len(data.test), len(data.test))
     save_protein_model(out, model, "protein-families", data.families, test_accuracy=accuracy,
                        n_test=len(data.test), pretrained=args.pretrained)
     if plot:
-        _plot_losses(losses, plot, "classification loss")
+        _plot(curve.keys(), curve.values(), plot, "test accuracy")
     print(f"test accuracy {accuracy:.3f} [{low:.3f}, {high:.3f}] (n = {len(data.test)}, "
           f"chance {1 / len(data.families):.3f}); saved {out}")
     return 0

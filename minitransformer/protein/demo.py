@@ -90,7 +90,8 @@ def finetune_model(data: DemoData, settings: DemoSettings, seed: int, pretrained
     """Fine-tune on ``settings.per_family`` labelled sequences per family (drawn with ``seed``),
     from ``pretrained``'s weights (all but a classifier; its shape, the encoder at
     ``settings.encoder_lr_scale`` times the learning rate) or, without it, from scratch (the
-    shape of ``settings``). Returns ``(model, test accuracy, losses)``."""
+    shape of ``settings``). Returns ``(model, test accuracy, curve)``: ``curve`` maps the
+    steps of :func:`curve_steps` to the test accuracy after them (the last is the final one)."""
     n = len(data.families)
     if pretrained is not None:
         model = EncoderOnly(dataclasses.replace(pretrained.config, n_classes=n, seed=seed))
@@ -100,8 +101,22 @@ def finetune_model(data: DemoData, settings: DemoSettings, seed: int, pretrained
         model = EncoderOnly(settings.model_config(n, seed))
     few = D.few_per_family(data.train, settings.per_family, seed)
     scale = settings.encoder_lr_scale if pretrained is not None else 1.0
-    losses = finetune(model, few.sequence.tolist(), data.labels(few), settings, seed, scale)
-    return model, classification_accuracy(model, data.test.sequence.tolist(), data.labels(data.test), settings), losses
+    test, labels, curve = data.test.sequence.tolist(), data.labels(data.test), {}
+
+    def score(step):
+        if step in curve_steps(settings):
+            curve[step] = classification_accuracy(model, test, labels, settings)
+            model.train()
+
+    finetune(model, few.sequence.tolist(), data.labels(few), settings, seed, scale, after_step=score)
+    return model, curve[settings.finetune_steps], curve
+
+
+def curve_steps(settings: DemoSettings) -> list[int]:
+    """The fine-tuning steps after which :func:`finetune_model` scores the model: evenly spaced,
+    the last one the final step. Every point is reported; none is chosen."""
+    n = settings.finetune_steps
+    return sorted({max(1, round(n * (i + 1) / settings.curve_points)) for i in range(settings.curve_points)})
 
 
 def run_demo(out_dir, settings: DemoSettings | None = None, log=print, *, force=False, validation=False) -> dict:
@@ -123,12 +138,14 @@ def run_demo(out_dir, settings: DemoSettings | None = None, log=print, *, force=
     pretrained, mlm_scores, pretrain_losses = pretrain_model(data, settings, log)
     runs, first = [], None
     for seed in settings.seeds:
-        model, with_pretraining, _ = finetune_model(data, settings, seed, pretrained)
+        model, with_pretraining, curve_pretrained = finetune_model(data, settings, seed, pretrained)
         first = first or model
-        _, from_scratch, _ = finetune_model(data, settings, seed)
+        _, from_scratch, curve_scratch = finetune_model(data, settings, seed)
         log(f"seed {seed}: {split} accuracy pre-trained {with_pretraining:.3f}, from scratch "
             f"{from_scratch:.3f} ({time.perf_counter() - start:.0f} s)")
-        runs.append({"seed": seed, "pretrained": with_pretraining, "scratch": from_scratch})
+        runs.append({"seed": seed, "pretrained": with_pretraining, "scratch": from_scratch,
+                     "curve_pretrained": list(curve_pretrained.values()),
+                     "curve_scratch": list(curve_scratch.values())})
 
     n = len(data.test)
     evaluation = {
@@ -137,7 +154,9 @@ def run_demo(out_dir, settings: DemoSettings | None = None, log=print, *, force=
         "classification_accuracy_scratch": float(np.mean([r["scratch"] for r in runs])),
         "n_test": n, "split": split, "chance": 1 / len(data.families),
         "n_train_labelled": int(sum(min(settings.per_family, c) for c in data.train.family.value_counts())),
-        "n_families": len(data.families), "runs": runs,
+        "n_families": len(data.families), "runs": runs, "curve_steps": curve_steps(settings),
+        **{f"curve_{kind}": np.mean([r[f"curve_{kind}"] for r in runs], axis=0).tolist()
+           for kind in ("pretrained", "scratch")},
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()},
     }
     # Wilson interval of the mean accuracy over the seeds, with n = the test sequences (the
@@ -155,12 +174,12 @@ def run_demo(out_dir, settings: DemoSettings | None = None, log=print, *, force=
 
 
 def plot_demo(evaluation: dict, pretrain_losses, path=None):
-    """Two panels: the masked-LM loss during pre-training, and the classification accuracy
-    pre-trained and from scratch with their 95% intervals, against chance."""
+    """Three panels: the masked-LM loss during pre-training; the accuracy of both arms along
+    fine-tuning; their final accuracy with 95% intervals, against chance."""
     from ..plotting import _new_figure, _save
 
-    fig = _new_figure(9, 3.4)
-    left, right = fig.subplots(1, 2)
+    fig = _new_figure(13, 3.4)
+    left, middle, right = fig.subplots(1, 3)
     losses = np.asarray(pretrain_losses, dtype=float)
     smooth = np.convolve(losses, np.ones(10) / 10, mode="valid") if len(losses) >= 10 else losses
     left.plot(losses, color="0.8", lw=0.8)
@@ -177,5 +196,11 @@ def plot_demo(evaluation: dict, pretrain_losses, path=None):
     right.set(ylabel=f"{evaluation.get('split', 'test')} accuracy", ylim=(0, 1),
               title=f"families, n = {evaluation['n_test']} (95% CI)")
     right.legend(loc="upper right")
+    for kind, label, color in (("pretrained", "pre-trained", "C0"), ("scratch", "from scratch", "C7")):
+        middle.plot(evaluation["curve_steps"], evaluation[f"curve_{kind}"], "o-", color=color, label=label)
+    middle.axhline(evaluation["chance"], color="k", ls="--", lw=0.8)
+    middle.set(xlabel="fine-tuning step", ylabel=f"{evaluation.get('split', 'test')} accuracy", ylim=(0, 1),
+               title="during fine-tuning (mean of the seeds)")
+    middle.legend(loc="upper left")
     _save(fig, path)
     return fig
