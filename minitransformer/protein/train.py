@@ -39,7 +39,7 @@ class DemoSettings:
     n_layers: int = 2
     window: int = 128               #: residues per sequence window
     batch_size: int = 32
-    pretrain_steps: int = 250
+    pretrain_steps: int = 450
     pretrain_lr: float = 2e-3
     pretrain_on_train_side: bool = True  #: pre-train on the labelled training side's sequences too, unlabelled
     finetune_steps: int = 300       #: both arms: about 50 passes over 8 x 12 labelled sequences
