@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_codon_commands = None
     if add_codon_commands is not None:
         add_codon_commands(subparsers)
+    from .protein.cli import add_protein_commands
+    add_protein_commands(subparsers)
     return parser
 
 

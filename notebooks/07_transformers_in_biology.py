@@ -47,9 +47,10 @@
 # code, and learns it from far fewer examples than a model trained from scratch.
 #
 # **The representation** a pre-trained encoder hands to a task is its output: one vector of
-# $d$ numbers per residue. The library has no encoder-only model with a masked-token head
-# yet; a `Transformer`'s encoder gives the same kind of output (here untrained, so the
-# vectors mean nothing yet; what matters is their shape):
+# $d$ numbers per residue. Notebook 9 builds the library's encoder-only model,
+# `EncoderOnly`, with a masked-token head on top of this very stack and pre-trains it on
+# real proteins; here a `Transformer`'s encoder shows the same kind of output (untrained, so
+# the vectors mean nothing yet; what matters is their shape):
 
 # %%
 import numpy as np

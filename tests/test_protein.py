@@ -4,7 +4,8 @@ import json
 import numpy as np
 
 from minitransformer.protein import data as D
-from minitransformer.protein.train import DemoSettings, run_demo, wilson_interval
+from minitransformer.protein.demo import run_demo
+from minitransformer.protein.train import DemoSettings, wilson_interval
 
 
 def test_the_shipped_data_and_vocabulary():
@@ -49,3 +50,28 @@ def test_a_tiny_demo_writes_the_model_and_the_evaluation(tmp_path):
     assert saved["n_test"] == 185 and 0 <= saved["mlm_accuracy"] <= 1
     assert (tmp_path / "model.npz").is_file()
     assert np.isfinite(saved["classification_ci95_pretrained"]).all()
+
+
+def test_spaced_windows_cover_the_sequence_evenly():
+    sequence = "ACDEFGHIKLMNPQRSTVWY" * 3          # 60 residues
+    assert D.spaced_windows(sequence, 20, 3) == [sequence[:20], sequence[20:40], sequence[40:]]
+    assert D.spaced_windows(sequence, 20, 1) == [D.window(sequence, 20)]
+    assert D.spaced_windows("MKV", 20, 4) == ["MKV"]
+
+
+def test_a_frozen_encoder_stays_as_it_was_and_a_scaled_one_moves_less():
+    from minitransformer.encoder_only import EncoderOnly
+    from minitransformer.protein.train import finetune
+
+    settings = DemoSettings(d_model=16, n_heads=2, d_ff=32, n_layers=1, window=32, finetune_steps=3,
+                            finetune_batch=4)
+    sequences, labels = ["MKVLAAGIVGLLLAQ" * 3, "ACDEFGHIKLMNPQRSTVWY", "MSTNPKPQRKTKRNTNRR", "GGSGGSWWY"], [0, 1, 0, 1]
+    moved = {}
+    for scale in (0.0, 0.1, 1.0):
+        model = EncoderOnly(settings.model_config(2, seed=3))
+        before = {k: v.copy() for k, v in model.state_dict().items()}
+        finetune(model, sequences, labels, settings, seed=0, encoder_lr_scale=scale)
+        after = model.state_dict()
+        moved[scale] = max(np.abs(after[k] - before[k]).max() for k in before if not k.startswith("classifier."))
+        assert max(np.abs(after[k] - before[k]).max() for k in before if k.startswith("classifier.")) > 0
+    assert moved[0.0] == 0 and 0 < moved[0.1] < moved[1.0]

@@ -56,6 +56,19 @@ def load_pretraining(path=None) -> pd.DataFrame:
     return _read(Path(path) if path else DATA / "pretrain.csv.gz", ["sequence"])
 
 
+def check_sequences(table: pd.DataFrame, where) -> None:
+    """ValueError naming the first row of ``table`` whose sequence is empty or holds a letter
+    other than the 20 standard amino acids (upper case)."""
+    allowed = set(AMINO_ACIDS)
+    for row, sequence in enumerate(table.sequence):
+        if not isinstance(sequence, str) or not sequence or not set(sequence) <= allowed:
+            bad = sorted(set(str(sequence)) - allowed) if isinstance(sequence, str) and sequence else "empty"
+            raise ValueError(f"{where}: row {row + 1} holds a sequence that is not made of the 20 standard "
+                             f"amino acids ({AMINO_ACIDS}); found {bad}; remove or fix that row")
+    if len(table) == 0:
+        raise ValueError(f"{where} holds no sequences")
+
+
 # --------------------------------------------------------------------------------------
 # Windows and batches
 # --------------------------------------------------------------------------------------
@@ -66,6 +79,17 @@ def window(sequence: str, length: int, rng: np.random.Generator | None = None) -
     extra = len(sequence) - length
     start = int(rng.integers(0, extra + 1)) if rng is not None else extra // 2
     return sequence[start:start + length]
+
+
+def spaced_windows(sequence: str, length: int, count: int) -> list[str]:
+    """Up to ``count`` windows of ``length`` residues, evenly spaced from the sequence's start
+    to its end (one centred window when ``count`` is 1; the whole sequence when it fits)."""
+    if len(sequence) <= length:
+        return [sequence]
+    if count == 1:
+        return [window(sequence, length)]
+    starts = np.unique(np.rint(np.linspace(0, len(sequence) - length, count)).astype(int))
+    return [sequence[s:s + length] for s in starts]
 
 
 def encode(vocab: Vocabulary, sequences, length: int, rng=None) -> np.ndarray:

@@ -1,0 +1,206 @@
+"""The talk's point (PRoBERTa), measured: does pre-training help a classifier of protein families?
+
+A Transformer pre-trained on raw protein sequences by masked language modelling, then
+fine-tuned on a few labelled sequences, should classify better than the same model trained
+on those few sequences alone. :func:`run_demo` measures exactly that:
+
+1. :func:`pretrain_model` — masked language modelling on the unlabelled sequences, scored
+   on held-out ones against the unigram baseline;
+2. :func:`finetune_model` twice per seed, on the same few labelled sequences per family,
+   for the same steps: once from the pre-trained weights, once from scratch;
+3. both scored on a test split made by similarity (:func:`~.data.similarity_split`), with
+   n and a Wilson 95% interval.
+
+The settings were chosen on a validation split carved from the training side
+(``run_demo(..., validation=True)``, ``minitransformer protein demo --validation``); the
+test split is read only by the final run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..encoder_only import EncoderOnly
+from ..files import atomic_write, check_output_path
+from . import data as D
+from .checkpoints import save_protein_model
+from .train import DemoSettings, classification_accuracy, finetune, mlm_accuracy, pretrain, wilson_interval
+
+__all__ = ["DemoData", "load_demo_data", "pretrain_model", "finetune_model", "run_demo", "plot_demo",
+           "DEMO_FILES"]
+
+#: What :func:`run_demo` writes into its folder.
+DEMO_FILES = ("model.npz", "pretrained.npz", "evaluation.json", "demo.png")
+
+
+@dataclass
+class DemoData:
+    """The demo's sequences, split: see :func:`load_demo_data`."""
+
+    unlabelled: list          #: pre-training sequences (the pool, then the training side's, unlabelled)
+    held_out: list            #: pre-training sequences kept out, to score masked-LM accuracy
+    train: object             #: labelled training table (family, sequence, ...)
+    test: object              #: labelled test table, split off by similarity
+    families: list            #: the class names; class i is families[i]
+
+    def labels(self, table) -> list[int]:
+        return [self.families.index(f) for f in table.family]
+
+
+def load_demo_data(settings: DemoSettings, validation: bool = False, families_csv=None,
+                   pretraining_csv=None) -> DemoData:
+    """The sequences (the shipped ones unless CSV files are given): unlabelled ones split into
+    pre-training and held-out, labelled ones split by similarity (:func:`~.data.similarity_split`).
+
+    Pre-training reads the unlabelled pool and, with ``settings.pretrain_on_train_side``,
+    every sequence of the labelled training side too, *without its label*: the situation
+    of the talk (many sequences, few of them labelled), in which the few labelled ones
+    are a part of a larger set of sequences. The test side is never read before the test.
+
+    With ``validation``, the test split is left out altogether and a validation split is
+    carved from the training side the same way, to take its place: the settings are
+    tuned on it, and the test split is read only once they are fixed."""
+    families = D.load_families(families_csv)
+    train, test = D.similarity_split(families, seed=settings.seed)
+    if validation:
+        train, test = D.similarity_split(train, seed=settings.seed + 1)
+    unlabelled = D.load_pretraining(pretraining_csv).sequence.tolist()
+    cut = min(settings.mlm_eval_sequences, len(unlabelled) // 5)
+    extra = train.sequence.tolist() if settings.pretrain_on_train_side else []
+    return DemoData(unlabelled[cut:] + extra, unlabelled[:cut], train, test, sorted(families.family.unique()))
+
+
+def pretrain_model(data: DemoData, settings: DemoSettings, log=print):
+    """A new model (without a classifier) pre-trained by masked language modelling; returns
+    ``(model, scores, losses)``, the scores being the masked-LM accuracy on the held-out
+    sequences and its unigram baseline."""
+    model = EncoderOnly(settings.model_config(0, settings.seed))
+    losses = pretrain(model, data.unlabelled, settings, log)
+    accuracy, unigram, n_masked = mlm_accuracy(model, data.held_out, settings, unigram_from=data.unlabelled)
+    log(f"masked-LM accuracy {accuracy:.3f} (unigram baseline {unigram:.3f}) on {n_masked} masked residues")
+    return model, {"mlm_accuracy": accuracy, "mlm_unigram_baseline": unigram, "mlm_n_masked": n_masked}, losses
+
+
+def finetune_model(data: DemoData, settings: DemoSettings, seed: int, pretrained: EncoderOnly | None = None):
+    """Fine-tune on ``settings.per_family`` labelled sequences per family (drawn with ``seed``),
+    from ``pretrained``'s weights (all but a classifier; its shape, the encoder at
+    ``settings.encoder_lr_scale`` times the learning rate) or, without it, from scratch (the
+    shape of ``settings``). Returns ``(model, test accuracy, curve)``: ``curve`` maps the
+    steps of :func:`curve_steps` to the test accuracy after them (the last is the final one)."""
+    n = len(data.families)
+    if pretrained is not None:
+        model = EncoderOnly(dataclasses.replace(pretrained.config, n_classes=n, seed=seed))
+        weights = {k: v for k, v in pretrained.state_dict().items() if not k.startswith("classifier.")}
+        model.load_state_dict({**model.state_dict(), **weights})
+    else:
+        model = EncoderOnly(settings.model_config(n, seed))
+    few = D.few_per_family(data.train, settings.per_family, seed)
+    scale = settings.encoder_lr_scale if pretrained is not None else 1.0
+    test, labels, curve = data.test.sequence.tolist(), data.labels(data.test), {}
+
+    def score(step):
+        if step in curve_steps(settings):
+            curve[step] = classification_accuracy(model, test, labels, settings)
+            model.train()
+
+    finetune(model, few.sequence.tolist(), data.labels(few), settings, seed, scale, after_step=score)
+    return model, curve[settings.finetune_steps], curve
+
+
+def curve_steps(settings: DemoSettings) -> list[int]:
+    """The fine-tuning steps after which :func:`finetune_model` scores the model: evenly spaced,
+    the last one the final step. Every point is reported; none is chosen."""
+    n = settings.finetune_steps
+    return sorted({max(1, round(n * (i + 1) / settings.curve_points)) for i in range(settings.curve_points)})
+
+
+def run_demo(out_dir, settings: DemoSettings | None = None, log=print, *, force=False, validation=False) -> dict:
+    """Pre-train, fine-tune pre-trained and from scratch, evaluate. Writes into ``out_dir``
+    (:data:`DEMO_FILES`): ``model.npz`` (the pre-trained model fine-tuned with the first
+    seed), ``pretrained.npz`` (the masked-LM model), ``evaluation.json`` and ``demo.png``;
+    returns the evaluation. Refuses, before any work, to replace an earlier demo's model
+    unless ``force``."""
+    settings = settings or DemoSettings()
+    out_dir = Path(out_dir)
+    paths = {name: check_output_path(out_dir / name, f"--out-dir {out_dir}: {name}",
+                                     overwrite=force or not name.endswith(".npz")) for name in DEMO_FILES}
+    start = time.perf_counter()
+    data = load_demo_data(settings, validation)
+    split = "validation" if validation else "test"
+    log(f"{len(data.unlabelled)} pre-training sequences; {len(data.families)} families, {len(data.train)} "
+        f"train / {len(data.test)} {split} sequences (split by similarity), {settings.per_family} labelled "
+        f"per family")
+    pretrained, mlm_scores, pretrain_losses = pretrain_model(data, settings, log)
+    runs, first = [], None
+    for seed in settings.seeds:
+        model, with_pretraining, curve_pretrained = finetune_model(data, settings, seed, pretrained)
+        first = first or model
+        _, from_scratch, curve_scratch = finetune_model(data, settings, seed)
+        log(f"seed {seed}: {split} accuracy pre-trained {with_pretraining:.3f}, from scratch "
+            f"{from_scratch:.3f} ({time.perf_counter() - start:.0f} s)")
+        runs.append({"seed": seed, "pretrained": with_pretraining, "scratch": from_scratch,
+                     "curve_pretrained": list(curve_pretrained.values()),
+                     "curve_scratch": list(curve_scratch.values())})
+
+    n = len(data.test)
+    evaluation = {
+        **mlm_scores,
+        "classification_accuracy_pretrained": float(np.mean([r["pretrained"] for r in runs])),
+        "classification_accuracy_scratch": float(np.mean([r["scratch"] for r in runs])),
+        "n_test": n, "split": split, "chance": 1 / len(data.families),
+        "n_train_labelled": int(sum(min(settings.per_family, c) for c in data.train.family.value_counts())),
+        "n_families": len(data.families), "runs": runs, "curve_steps": curve_steps(settings),
+        **{f"curve_{kind}": np.mean([r[f"curve_{kind}"] for r in runs], axis=0).tolist()
+           for kind in ("pretrained", "scratch")},
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()},
+    }
+    # Wilson interval of the mean accuracy over the seeds, with n = the test sequences (the
+    # same ones for every seed): it counts the test set's sampling error, not the seeds' spread
+    for kind in ("pretrained", "scratch"):
+        successes = evaluation[f"classification_accuracy_{kind}"] * n
+        evaluation[f"classification_ci95_{kind}"] = list(wilson_interval(successes, n))
+    evaluation["seconds"] = round(time.perf_counter() - start, 1)
+    save_protein_model(paths["model.npz"], first, "protein-families", data.families)
+    save_protein_model(paths["pretrained.npz"], pretrained, "protein-mlm")
+    atomic_write(paths["evaluation.json"], lambda f: f.write(json.dumps(evaluation, indent=2).encode()))
+    plot_demo(evaluation, pretrain_losses, paths["demo.png"])
+    log(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return evaluation
+
+
+def plot_demo(evaluation: dict, pretrain_losses, path=None):
+    """Three panels: the masked-LM loss during pre-training; the accuracy of both arms along
+    fine-tuning; their final accuracy with 95% intervals, against chance."""
+    from ..plotting import _new_figure, _save
+
+    fig = _new_figure(13, 3.4)
+    left, middle, right = fig.subplots(1, 3)
+    losses = np.asarray(pretrain_losses, dtype=float)
+    smooth = np.convolve(losses, np.ones(10) / 10, mode="valid") if len(losses) >= 10 else losses
+    left.plot(losses, color="0.8", lw=0.8)
+    left.plot(np.arange(len(smooth)) + len(losses) - len(smooth), smooth, color="C0")
+    left.set(xlabel="pre-training step", ylabel="masked-LM loss",
+             title=f"masked-LM accuracy {evaluation['mlm_accuracy']:.2f} "
+                   f"(unigram {evaluation['mlm_unigram_baseline']:.2f})")
+    kinds = ("pretrained", "scratch")
+    values = [evaluation[f"classification_accuracy_{k}"] for k in kinds]
+    low = [v - evaluation[f"classification_ci95_{k}"][0] for v, k in zip(values, kinds)]
+    high = [evaluation[f"classification_ci95_{k}"][1] - v for v, k in zip(values, kinds)]
+    right.bar(["pre-trained", "from scratch"], values, yerr=[low, high], capsize=6, color=["C0", "C7"])
+    right.axhline(evaluation["chance"], color="k", ls="--", lw=0.8, label="chance")
+    right.set(ylabel=f"{evaluation.get('split', 'test')} accuracy", ylim=(0, 1),
+              title=f"families, n = {evaluation['n_test']} (95% CI)")
+    right.legend(loc="upper right")
+    for kind, label, color in (("pretrained", "pre-trained", "C0"), ("scratch", "from scratch", "C7")):
+        middle.plot(evaluation["curve_steps"], evaluation[f"curve_{kind}"], "o-", color=color, label=label)
+    middle.axhline(evaluation["chance"], color="k", ls="--", lw=0.8)
+    middle.set(xlabel="fine-tuning step", ylabel=f"{evaluation.get('split', 'test')} accuracy", ylim=(0, 1),
+               title="during fine-tuning (mean of the seeds)")
+    middle.legend(loc="upper left")
+    _save(fig, path)
+    return fig
