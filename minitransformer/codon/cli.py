@@ -34,27 +34,21 @@ from .checkpoints import load_codon_model, model_table, trained_lengths
 from .finetune import FINETUNE_DEFAULTS, FREEZE_CHOICES
 from .genetic_code import get_genetic_code
 from .inputs import picture_output, translate_inputs
-from .options import (ARCHITECTURE_OPTIONS, NON_NEGATIVE_INT, POSITIVE_INT, POSITIVE_NUMBER, TABLE_HELP,
-                      HelpFormatter, add_architecture, add_backend, add_force, add_model, add_no_progress,
-                      add_resume, add_seed, progress_mode, table_type)
+from .options import (ARCHITECTURE_OPTIONS, NON_NEGATIVE_INT, POSITIVE_INT, POSITIVE_NUMBER,
+                      TABLE_HELP, add_architecture, add_backend, add_command, add_force, add_model,
+                      add_no_progress, add_resume, add_seed, HelpFormatter, progress_mode,
+                      table_type)
 from .report import score_table
 from .train import CodonRecipe, safe_piece_codons
 
 __all__ = ["add_codon_commands"]
 
 
-def _command(sub, name: str, run, **texts) -> argparse.ArgumentParser:
-    """The parser of ``codon NAME`` (``texts``: its help, description and epilog), which runs ``run``."""
-    p = sub.add_parser(name, formatter_class=HelpFormatter, **texts)
-    p.set_defaults(func=run)
-    return p
-
-
 # ======================================================================================
 # demo
 # ======================================================================================
 def _add_demo(sub):
-    p = _command(
+    p = add_command(
         sub, "demo", _run_demo,
         help="train, evaluate and inspect the default codon model in one go (about five minutes, ten at most)",
         description="The whole codon story in one command: train the default model on fresh random\n"
@@ -89,7 +83,7 @@ def _run_demo(args):
 # ======================================================================================
 def _add_make_data(sub):
     recipe = CodonRecipe()
-    p = _command(
+    p = add_command(
         sub, "make-data", _run_make_data,
         help="write random (RNA, protein) pairs to a CSV file",
         description="Write random (RNA, protein) pairs to a CSV file with columns rna,protein.\n\n"
@@ -133,7 +127,7 @@ def _run_make_data(args):
 # ======================================================================================
 def _add_train(sub):
     recipe = CodonRecipe()
-    p = _command(
+    p = add_command(
         sub, "train", _run_train,
         help="train a codon model and save it as a checkpoint",
         description="Train a Transformer to translate RNA into protein with the codon recipe: a\n"
@@ -191,7 +185,7 @@ def _run_train(args):
 # ======================================================================================
 def _add_finetune(sub):
     d = FINETUNE_DEFAULTS  # the library's defaults are the command's
-    p = _command(
+    p = add_command(
         sub, "finetune", _run_finetune,
         help="fine-tune a trained model to another genetic code (transfer learning)",
         description="Transfer learning: start from a trained codon model (--from) and train it a\n"
@@ -276,7 +270,7 @@ def _run_finetune(args):
 # evaluate
 # ======================================================================================
 def _add_evaluate(sub):
-    p = _command(
+    p = add_command(
         sub, "evaluate", _run_evaluate,
         help="score a model on a CSV file of pairs",
         description="Translate every RNA of a pairs file (columns rna,protein) with the model and\n"
@@ -313,7 +307,7 @@ def _run_evaluate(args):
 # translate
 # ======================================================================================
 def _add_translate(sub):
-    p = _command(
+    p = add_command(
         sub, "translate", _run_translate,
         help="translate RNA (or DNA) sequences with a model",
         description="Translate sequences given as arguments, in a FASTA file or in a CSV file\n"
@@ -371,7 +365,7 @@ def _run_translate(args):
 # attention
 # ======================================================================================
 def _add_attention(sub):
-    p = _command(
+    p = add_command(
         sub, "attention", _run_attention,
         help="draw where the decoder looks in the RNA while it writes each residue",
         description="Translate one sequence, run the model once more on it with its own translation\n"

@@ -30,6 +30,14 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         return super()._get_help_string(action)
 
 
+def add_command(sub, name: str, run, **texts) -> argparse.ArgumentParser:
+    """The parser of one command (``texts``: its help, description and epilog), which runs
+    ``run``; the codon and protein commands are all made by it."""
+    p = sub.add_parser(name, formatter_class=HelpFormatter, **texts)
+    p.set_defaults(func=run)
+    return p
+
+
 def table_type(text: str) -> int:
     """A genetic code by NCBI number (``2``) or name (``mitochondrial``) -> its number."""
     try:

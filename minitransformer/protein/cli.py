@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ..codon.options import HelpFormatter, add_force, add_seed
+from ..codon.options import add_command, add_force, add_seed
 from ..errors import CommandError, number_type
 from ..files import check_output_path
 from . import data as D
@@ -73,12 +73,6 @@ def _settings(args, options) -> DemoSettings:
     return settings
 
 
-def _command(sub, name, run, **texts):
-    p = sub.add_parser(name, formatter_class=HelpFormatter, **texts)
-    p.set_defaults(func=run)
-    return p
-
-
 def _check_model_output(path, force, inputs=()):
     return check_output_path(path, "--out", inputs=inputs, overwrite=force)
 
@@ -87,7 +81,7 @@ def _check_model_output(path, force, inputs=()):
 # demo
 # ======================================================================================
 def _add_demo(sub):
-    p = _command(
+    p = add_command(
         sub, "demo", _run_demo,
         help="pre-train, fine-tune pre-trained and from scratch, compare (about 3 minutes on 2 idle cores)",
         description="The talk's point, measured: pre-train an encoder-only Transformer on protein\n"
@@ -122,7 +116,7 @@ def _run_demo(args):
 # pretrain
 # ======================================================================================
 def _add_pretrain(sub):
-    p = _command(
+    p = add_command(
         sub, "pretrain", _run_pretrain,
         help="pre-train a protein language model (masked language modelling)",
         description="Masked language modelling (BERT's 15% chosen: 80% masked, 10% random, 10% kept)\n"
@@ -168,7 +162,7 @@ def _plot(steps, values, path, what):
 # finetune
 # ======================================================================================
 def _add_finetune(sub):
-    p = _command(
+    p = add_command(
         sub, "finetune", _run_finetune,
         help="fine-tune a pre-trained model (or train one from scratch) to classify protein families",
         description="Classification of protein families from a few labelled sequences per family\n"
