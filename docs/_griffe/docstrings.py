@@ -20,7 +20,7 @@ import griffe
 
 #: Modules rendered in docs/api/: a role naming an object in one of them becomes a link.
 RENDERED_MODULES = ("backend", "cpu", "files", "config", "functional", "fast", "module", "layers", "sublayers", "parallel", "validation", "losses", "transformer", "decoding",
-                    "optim", "optim_state", "schedules", "training", "checkpoint", "gradcheck", "interop", "vocab", "plotting",
+                    "optim", "optim_state", "schedules", "training", "checkpoint", "gradcheck", "interop", "vocab", "plotting", "attention_plots", "figures",
                     "codon")
 
 _ROLE = re.compile(r":(?:py:)?(?:func|class|mod|meth|data|attr|exc|obj):`(~?)\.?([^`]+)`")
