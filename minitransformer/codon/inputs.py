@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from ..errors import CommandError
+from ..figures import figure_format
 from ..files import check_output_path
 from .data import check_pairs, read_pairs_csv
 from .genetic_code import get_genetic_code
@@ -177,15 +178,11 @@ def _free_sibling(out: Path, word: str) -> Path:
 def picture_output(path, option: str = "--out") -> Path:
     """``path`` checked as a picture to write: a format matplotlib writes (by the extension:
     ``.png``, ``.pdf``, ``.svg``, ...) and a writable place; refused in one line otherwise."""
-    from matplotlib.backend_bases import FigureCanvasBase
-
     path = check_output_path(path, option)
-    formats = FigureCanvasBase.get_supported_filetypes()
-    suffix = path.suffix.lower().lstrip(".")
-    if suffix not in formats:
-        said = f"the extension .{suffix}" if suffix else "no extension"
-        raise CommandError(f"{option} {path}: {said} names no picture format matplotlib can write; end the "
-                           f"name with one of {', '.join('.' + f for f in sorted(formats))}")
+    try:
+        figure_format(path)
+    except ValueError as exc:   # "PATH: the extension .x names no picture format ..."
+        raise CommandError(f"{option} {exc}") from None
     return path
 
 
