@@ -21,7 +21,6 @@ import dataclasses
 from ..codon.options import add_command, add_force, add_seed
 from ..errors import CommandError, number_type
 from ..files import check_output_path
-from . import data as D
 from .checkpoints import load_protein_model, save_protein_model
 from .demo import finetune_model, load_demo_data, pretrain_model, run_demo
 from .train import DemoSettings, wilson_interval
@@ -136,8 +135,6 @@ def _run_pretrain(args):
     settings = _settings(args, PRETRAIN)
     out = _check_model_output(args.out, args.force, inputs=[args.data])
     plot = check_output_path(args.plot, "--plot", inputs=[args.data, args.out]) if args.plot else None
-    table = D.load_pretraining(args.data)
-    D.check_sequences(table, args.data or "the shipped pre-training data")
     data = load_demo_data(settings, pretraining_csv=args.data)
     print(f"pre-training on {len(data.unlabelled)} sequences ({len(data.held_out)} held out), "
           f"{settings.pretrain_steps} steps of {settings.batch_size} windows of {settings.window} residues")
@@ -150,12 +147,12 @@ def _run_pretrain(args):
 
 
 def _plot(steps, values, path, what):
-    from ..plotting import _new_figure, _save
+    from ..figures import _new_figure, save_figure
     fig = _new_figure(5, 3.2)
     ax = fig.subplots()
     ax.plot(list(steps), list(values), "o-" if len(values) < 20 else "-")
     ax.set(xlabel="step", ylabel=what)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 # ======================================================================================
@@ -199,7 +196,6 @@ def _run_finetune(args):
         if settings.window > pretrained.config.max_len:
             raise CommandError(f"--window {settings.window} is longer than the pre-trained model reads "
                                f"({pretrained.config.max_len} residues)")
-    D.check_sequences(D.load_families(args.data), args.data or "the shipped families")
     data = load_demo_data(dataclasses.replace(settings, mlm_eval_sequences=0), families_csv=args.data)
     print(f"{'fine-tuning ' + args.pretrained if pretrained else 'training from scratch'}: "
           f"{len(data.families)} families, at most {settings.per_family} labelled sequences each, "

@@ -66,10 +66,13 @@ def load_demo_data(settings: DemoSettings, validation: bool = False, families_cs
     carved from the training side the same way, to take its place: the settings are
     tuned on it, and the test split is read only once they are fixed."""
     families = D.load_families(families_csv)
+    D.check_sequences(families, families_csv or "the shipped families")
     train, test = D.similarity_split(families, seed=settings.seed)
     if validation:
         train, test = D.similarity_split(train, seed=settings.seed + 1)
-    unlabelled = D.load_pretraining(pretraining_csv).sequence.tolist()
+    pool = D.load_pretraining(pretraining_csv)
+    D.check_sequences(pool, pretraining_csv or "the shipped pre-training data")
+    unlabelled = pool.sequence.tolist()
     cut = min(settings.mlm_eval_sequences, len(unlabelled) // 5)
     extra = train.sequence.tolist() if settings.pretrain_on_train_side else []
     return DemoData(unlabelled[cut:] + extra, unlabelled[:cut], train, test, sorted(families.family.unique()))
@@ -176,7 +179,7 @@ def run_demo(out_dir, settings: DemoSettings | None = None, log=print, *, force=
 def plot_demo(evaluation: dict, pretrain_losses, path=None):
     """Three panels: the masked-LM loss during pre-training; the accuracy of both arms along
     fine-tuning; their final accuracy with 95% intervals, against chance."""
-    from ..plotting import _new_figure, _save
+    from ..figures import _new_figure, _save
 
     fig = _new_figure(13, 3.4)
     left, middle, right = fig.subplots(1, 3)
