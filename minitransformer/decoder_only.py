@@ -14,11 +14,11 @@ Generation with a KV cache
 Generating token t+1 needs the last layer's vector at position t only. Inside a layer,
 everything but self-attention acts on each position alone (norms, feed-forward, residual
 sums), and self-attention needs the keys and values of the earlier positions — which do not
-change as the sequence grows. So each layer keeps them (:class:`KVCache`), and a step runs
+change as the sequence grows. So each layer keeps them (:class:`~minitransformer.decoding.KVCache`), and a step runs
 the layers on the new positions only, each through its own residual blocks
 (:meth:`~minitransformer.transformer.Residual.around`): only the self-attention differs, it
 computes the new positions' queries, keys and values, appends the keys and values to the
-cache and attends over all of them (:func:`cached_self_attention`). ``generate(..., use_cache=False)`` runs
+cache and attends over all of them (:func:`~minitransformer.decoding.cached_self_attention`). ``generate(..., use_cache=False)`` runs
 the whole model over the whole prefix at every step instead: the reference the cached
 path is tested against.
 """
@@ -29,13 +29,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import backend as _backend
+from .decoding import KVCache, cached_self_attention
 from .heads import OutputProjection, StackConfig, StackModel, check_token_ids, is_count
 from .nn import as_generator
 from .sampling import sample_next_token
 from .transformer import decoder_self_mask
 
-__all__ = ["DecoderOnlyConfig", "DecoderOnly", "next_token_targets", "generate", "KVCache",
-           "cached_self_attention"]
+__all__ = ["DecoderOnlyConfig", "DecoderOnly", "next_token_targets", "generate"]
 
 
 @dataclass
@@ -70,7 +70,7 @@ class DecoderOnly(StackModel):
 
     # -- generation, one position (or a prompt) at a time -------------------------------
     def start_generation(self, batch, max_len):
-        """One empty :class:`KVCache` per layer, for sequences of up to ``max_len`` tokens."""
+        """One empty :class:`~minitransformer.decoding.KVCache` per layer, for sequences of up to ``max_len`` tokens."""
         c = self.config
         xp = _backend.get_array_module(self.embeddings.token.weight.data)
         return [KVCache(batch, c.n_heads, max_len, c.d_model // c.n_heads, self.dtype, xp)
@@ -102,42 +102,6 @@ def next_token_targets(ids):
         raise ValueError(f"next-token training needs sequences of at least 2 tokens, got shape "
                          f"{tuple(ids.shape)}")
     return ids[:, :-1], ids[:, 1:]
-
-
-# --------------------------------------------------------------------------------------
-# The KV cache
-# --------------------------------------------------------------------------------------
-class KVCache:
-    """One layer's self-attention keys and values, (B, H, max_len, d_k), filled from the left.
-
-    Allocated once, so a step writes one slice instead of copying the whole history."""
-
-    def __init__(self, batch, n_heads, max_len, d_k, dtype, xp=np):
-        self.k = xp.empty((batch, n_heads, max_len, d_k), dtype=dtype)
-        self.v = xp.empty((batch, n_heads, max_len, d_k), dtype=dtype)
-        self.length = 0
-
-    def append(self, k, v):
-        """Store the new positions' keys and values; return all of them so far."""
-        start, end = self.length, self.length + k.shape[2]
-        if end > self.k.shape[2]:
-            raise ValueError(f"generating past the cache's max_len={self.k.shape[2]}")
-        self.k[:, :, start:end], self.v[:, :, start:end] = k, v
-        self.length = end
-        return self.k[:, :, :end], self.v[:, :, :end]
-
-
-def cached_self_attention(x, attention, cache: KVCache):
-    """Self-attention of the new positions ``x`` (B, T_new, d) over every cached position up
-    to their own: their queries, keys and values come from the layer's own projection, and
-    the keys and values join the cache (query i of a step that starts at position s sees
-    keys 0 .. s + i)."""
-    q, k, v = attention.project_self(x)
-    start = cache.length
-    keys, values = cache.append(k, v)
-    xp = _backend.get_array_module(q)
-    causal = xp.arange(keys.shape[2])[None, :] <= start + xp.arange(q.shape[2])[:, None]
-    return attention.attend(q, keys, values, causal[None, None])
 
 
 # --------------------------------------------------------------------------------------

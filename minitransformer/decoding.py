@@ -22,31 +22,37 @@ from .backend import get_array_module, to_numpy
 # --------------------------------------------------------------------------------------
 # The KV cache
 # --------------------------------------------------------------------------------------
-class DecoderCache:
-    """One decoder layer's keys and values during incremental decoding.
+class KVCache:
+    """One layer's self-attention keys and values, (B, H, max_len, d_k), filled from the left.
 
-    Self-attention keys and values grow by one position a step; they live in arrays
-    allocated once for ``max_len`` positions, so a step writes one slice instead of
-    copying the whole history. Cross-attention keys and values depend only on the source,
-    so they are computed once, before the first step.
-    """
+    They grow by one position a step (or a whole prompt at first); they live in arrays
+    allocated once for ``max_len`` positions, so a step writes one slice instead of copying
+    the whole history. The decoder-only model's generation uses it as it is."""
 
-    def __init__(self, memory_k, memory_v, max_len):
-        xp = get_array_module(memory_k)
-        b, h, _, dk = memory_k.shape
-        self.memory_k, self.memory_v = memory_k, memory_v
-        self.k = xp.empty((b, h, max_len, dk), dtype=memory_k.dtype)
-        self.v = xp.empty((b, h, max_len, dk), dtype=memory_k.dtype)
+    def __init__(self, batch, n_heads, max_len, d_k, dtype, xp=np):
+        self.k = xp.empty((batch, n_heads, max_len, d_k), dtype=dtype)
+        self.v = xp.empty((batch, n_heads, max_len, d_k), dtype=dtype)
         self.length = 0
 
-    def append_self(self, k, v):
-        t = self.length
-        if t + k.shape[2] > self.k.shape[2]:
+    def append(self, k, v):
+        """Store the new positions' keys and values; return all of them so far."""
+        start, end = self.length, self.length + k.shape[2]
+        if end > self.k.shape[2]:
             raise ValueError(f"decoding past the cache's max_len={self.k.shape[2]}")
-        self.k[:, :, t:t + k.shape[2]] = k
-        self.v[:, :, t:t + k.shape[2]] = v
-        self.length = t + k.shape[2]
-        return self.k[:, :, :self.length], self.v[:, :, :self.length]
+        self.k[:, :, start:end], self.v[:, :, start:end] = k, v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+class DecoderCache(KVCache):
+    """One decoder layer's caches during incremental decoding: its self-attention keys and
+    values (:class:`KVCache`) and its cross-attention keys and values, which depend only on
+    the source and are computed once, before the first step."""
+
+    def __init__(self, memory_k, memory_v, max_len):
+        b, h, _, dk = memory_k.shape
+        super().__init__(b, h, max_len, dk, memory_k.dtype, get_array_module(memory_k))
+        self.memory_k, self.memory_v = memory_k, memory_v
 
     def reorder(self, index):
         """Keep the rows ``index`` (beam search: follow the surviving beams).
@@ -71,7 +77,7 @@ def decode_step(model, token_ids, caches, src_mask):
     y = model.tgt_pos.forward(model.tgt_embed.forward(token_ids.reshape(-1, 1)), start=position)
     for layer, cache in zip(model.decoder.layers, caches):
         self_attention, cross_attention, feed_forward = layer.blocks
-        y = self_attention.around(_cached_self_attention, y, layer.self_attn, cache)
+        y = self_attention.around(cached_self_attention, y, layer.self_attn, cache)
         y = cross_attention.around(_cached_cross_attention, y, layer.cross_attn, cache, src_mask)
         y = feed_forward.forward(y)
     if model.decoder.final_norm is not None:
@@ -79,11 +85,17 @@ def decode_step(model, token_ids, caches, src_mask):
     return model.project(y)[:, 0]
 
 
-def _cached_self_attention(y, attention, cache):
-    """The new position's query, key and value; the key and value join the cache."""
-    q, k, v = attention.project_self(y)
-    keys, values = cache.append_self(k, v)
-    return attention.attend(q, keys, values)
+def cached_self_attention(x, attention, cache: KVCache):
+    """Self-attention of the new positions ``x`` (B, T_new, d) over every cached position up
+    to their own: their queries, keys and values come from the layer's own projection, and
+    the keys and values join the cache (query i of a step that starts at position s sees
+    keys 0 .. s + i; with one new position, every cached key)."""
+    q, k, v = attention.project_self(x)
+    start = cache.length
+    keys, values = cache.append(k, v)
+    xp = get_array_module(q)
+    causal = xp.arange(keys.shape[2])[None, :] <= start + xp.arange(q.shape[2])[:, None]
+    return attention.attend(q, keys, values, causal[None, None])
 
 
 def _cached_cross_attention(y, attention, cache, cross_mask):
