@@ -241,20 +241,28 @@ def test_mkdocs_build_strict(tmp_path):
     for shipped in ["tex-mml-chtml.js", "output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff",
                     "input/tex/extensions/cancel.js", "LICENSE"]:
         assert (mathjax / shipped).is_file(), f"the site lacks MathJax's {shipped}"
-    # ... and no page loads a script from the network
+    # ... and no page loads a script, a stylesheet or a font from the network
     pages = sorted(site.rglob("*.html"))
     remote = {f"{page.relative_to(site)}: {src}" for page in pages
-              for src in _script_sources(page.read_text(encoding="utf-8")) if _is_remote(src)}
-    assert not remote, "pages load scripts from the network: " + "; ".join(sorted(remote)[:5])
+              for src in _loaded_sources(page.read_text(encoding="utf-8")) if _is_remote(src)}
+    assert not remote, "pages load files from the network: " + "; ".join(sorted(remote)[:5])
     layer_norm = (site / "backward/layer-norm/index.html").read_text(encoding="utf-8")
     assert "javascripts/mathjax/tex-mml-chtml.js" in layer_norm and 'class="arithmatex"' in layer_norm
 
 
 _SCRIPT_SRC = re.compile(r"<script\b[^>]*?\bsrc\s*=\s*[\"']?([^\"'\s>]+)", re.I)
+_LINK_HREF = re.compile(r"<link\b[^>]*?\bhref\s*=\s*[\"']?([^\"'\s>]+)", re.I)
+#: ``<link rel=...>`` kinds that make the browser fetch the file (a canonical link does not).
+_FETCHED_LINKS = re.compile(r"\brel\s*=\s*[\"']?(stylesheet|preconnect|preload|icon)", re.I)
 
 
-def _script_sources(html: str) -> list[str]:
-    return _SCRIPT_SRC.findall(html)
+def _loaded_sources(html: str) -> list[str]:
+    """The addresses a page makes the browser fetch: its scripts, and its stylesheets,
+    fonts and icons (``<link rel="stylesheet" ...>`` and the like), in order."""
+    links = [m.group(0) for m in re.finditer(r"<link\b[^>]*>", html, re.I)]
+    return (_SCRIPT_SRC.findall(html)
+            + [_LINK_HREF.search(link).group(1) for link in links
+               if _FETCHED_LINKS.search(link) and _LINK_HREF.search(link)])
 
 
 def _is_remote(src: str) -> bool:
@@ -263,12 +271,18 @@ def _is_remote(src: str) -> bool:
     return src.startswith("//") or re.match(r"^[a-z][a-z0-9+.-]*:", src, re.I) is not None
 
 
-def test_remote_scripts_are_recognised():
+def test_remote_scripts_and_fonts_are_recognised():
     html = ('<script src="https://cdn.example.org/mathjax.js"></script><script src=//cdn.x/y.js>'
-            "<script defer src='../javascripts/mathjax.js'></script><script>var a = 1;</script>")
-    sources = _script_sources(html)
-    assert sources == ["https://cdn.example.org/mathjax.js", "//cdn.x/y.js", "../javascripts/mathjax.js"]
-    assert [_is_remote(s) for s in sources] == [True, True, False]
+            "<script defer src='../javascripts/mathjax.js'></script><script>var a = 1;</script>"
+            '<link rel="preconnect" href="https://fonts.gstatic.com" crossorigin>'
+            '<link rel="stylesheet" href="https://fonts.googleapis.com/css?family=Roboto">'
+            '<link rel="stylesheet" href="../assets/stylesheets/main.css">'
+            '<link rel="canonical" href="https://example.org/page/">')
+    sources = _loaded_sources(html)
+    assert sources == ["https://cdn.example.org/mathjax.js", "//cdn.x/y.js", "../javascripts/mathjax.js",
+                       "https://fonts.gstatic.com", "https://fonts.googleapis.com/css?family=Roboto",
+                       "../assets/stylesheets/main.css"]
+    assert [_is_remote(s) for s in sources] == [True, True, False, True, True, False]
     assert not _is_remote("/assets/javascripts/bundle.js") and not _is_remote("search/main.js")
 
 
