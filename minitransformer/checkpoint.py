@@ -45,6 +45,7 @@ from . import __version__, backend
 from .checkpoint_format import (CheckpointError, _check_array_sizes, _check_header_fields, _finite,
                                 _from_json, _one_line, _to_json)
 from .files import UnsafeOutputError, atomic_write
+from .module import NonFiniteStateError
 
 __all__ = [
     "FORMAT_VERSION", "CheckpointError", "Checkpoint",
@@ -318,6 +319,8 @@ def restore_model(checkpoint, model):
     checkpoint = _as_checkpoint(checkpoint)
     try:
         model.load_state_dict(checkpoint.params)
+    except NonFiniteStateError as exc:   # the arrays fit; only a Checkpoint edited in memory gets here
+        raise CheckpointError(f"the checkpoint {exc.args[0].removeprefix('state dict ')}") from exc
     except ValueError as exc:
         current = model.config.to_dict() if hasattr(getattr(model, "config", None), "to_dict") else None
         raise CheckpointError(

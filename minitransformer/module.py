@@ -67,6 +67,10 @@ def default_math_path() -> str:
     return value
 
 
+class NonFiniteStateError(ValueError):
+    """A state dict holds NaN or infinite values: the arrays fit the model, the numbers do not."""
+
+
 class Module:
     """Base class: owns parameters and child modules, switches train/eval and the path
     through the math, moves backends."""
@@ -209,7 +213,7 @@ class Module:
             raise ValueError("state dict shapes do not match the model: " + "; ".join(bad_shapes))
         not_finite = [n for n in params if n in state and not np.isfinite(backend.to_numpy(state[n])).all()]
         if not_finite:   # a diverged model would load and silently predict nothing
-            raise ValueError(f"state dict holds NaN or infinite values in {', '.join(not_finite)}")
+            raise NonFiniteStateError(f"state dict holds NaN or infinite values in {', '.join(not_finite)}")
         name = self.backend_name
         for n, p in params.items():
             if n in state:

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minitransformer.checkpoint import CheckpointError, load_checkpoint, load_model, restore_rng, save_checkpoint
+from minitransformer.checkpoint import (CheckpointError, load_checkpoint, load_model, restore_model, restore_rng,
+                                        save_checkpoint)
 from minitransformer.transformer import Transformer, TransformerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +69,19 @@ def test_load_state_dict_refuses_nan_weights():
     state[name].flat[3] = np.nan
     with pytest.raises(ValueError, match=f"NaN or infinite values in {name}"):
         model.load_state_dict(state)
+
+
+def test_a_checkpoint_in_memory_with_nan_weights_is_refused_as_such(saved):
+    """A Checkpoint edited in memory (not read from a file, which refuses NaN itself) that
+    holds NaN says so, not that it was made for another config."""
+    checkpoint = load_checkpoint(saved)
+    name = next(iter(checkpoint.params))
+    checkpoint.params[name] = checkpoint.params[name].copy()
+    checkpoint.params[name].flat[0] = np.nan
+    model = Transformer(TransformerConfig.from_dict(checkpoint.config))
+    with pytest.raises(CheckpointError, match=f"holds NaN or infinite values in {name}") as caught:
+        restore_model(checkpoint, model)
+    assert "different config" not in str(caught.value)
 
 
 def test_a_header_claiming_a_huge_array_is_refused_before_allocating(saved):
