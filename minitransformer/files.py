@@ -176,8 +176,28 @@ def _fsync_directory(directory: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------
-# Signals: a polite request to stop is handled like Ctrl-C
+# Signals: a polite request to stop is handled like Ctrl-C; a save in progress is not cut
 # --------------------------------------------------------------------------------------
+@contextmanager
+def _signal_handlers(names, handler):
+    """Within the block, the signals ``names`` (those this system has) go to ``handler``;
+    the previous handlers come back on leaving it. Only the main thread can install
+    handlers: elsewhere the block changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for name in names:
+        number = getattr(signal, name, None)
+        if number is not None:   # (Windows has no SIGHUP)
+            previous[number] = signal.signal(number, handler)
+    try:
+        yield
+    finally:
+        for number, handler_before in previous.items():
+            signal.signal(number, handler_before)
+
+
 @contextmanager
 def termination_as_interrupt(signals=("SIGTERM", "SIGHUP")):
     """Within the block, SIGTERM and SIGHUP raise :class:`KeyboardInterrupt`, as Ctrl-C does.
@@ -189,20 +209,20 @@ def termination_as_interrupt(signals=("SIGTERM", "SIGHUP")):
     progress removes its partial file. Only the main thread can install handlers; elsewhere
     the block changes nothing. The previous handlers come back on leaving it.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
     def interrupt(signum, frame):
         raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
-    previous = {}
-    for name in signals:
-        number = getattr(signal, name, None)
-        if number is not None:   # (Windows has no SIGHUP)
-            previous[number] = signal.signal(number, interrupt)
-    try:
+    with _signal_handlers(signals, interrupt):
         yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+
+
+@contextmanager
+def signals_held(signals=("SIGINT", "SIGTERM", "SIGHUP")):
+    """Within the block, SIGINT, SIGTERM and SIGHUP wait: a second Ctrl-C does not cut the
+    save of the run the first one stopped. One that came is raised as KeyboardInterrupt on
+    leaving the block. (Only the main thread can set handlers; elsewhere nothing changes.)"""
+    arrived = []
+    with _signal_handlers(signals, lambda signum, frame: arrived.append(signum)):
+        yield
+    if arrived:
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(arrived[0]).name}")

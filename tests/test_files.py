@@ -151,3 +151,27 @@ def test_termination_signals_become_interrupts_and_handlers_come_back():
             os.kill(os.getpid(), signal.SIGTERM)
             signal.sigtimedwait([], 1) if hasattr(signal, "sigtimedwait") else None
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_signals_held_wait_for_the_end_of_the_block_and_handlers_come_back():
+    """A save in a ``signals_held`` block runs to its end although SIGINT and SIGTERM came;
+    the first of them is raised on leaving the block, and the handlers are the old ones."""
+    import signal
+    from minitransformer.files import signals_held
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    finished = []
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        with signals_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGINT)
+            finished.append("save")
+    assert finished == ["save"]
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_a_block_without_signals_leaves_nothing_held():
+    import signal
+    from minitransformer.files import signals_held
+    with signals_held():
+        pass
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -8,16 +8,13 @@ status (130 when the run was interrupted: what was learned so far is saved).
 """
 from __future__ import annotations
 
-import signal
 import sys
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 
 from ..errors import CommandError
-from ..files import atomic_write
+from ..files import atomic_write, signals_held
 from .checkpoints import checkpoint_recipe, load_codon_model, model_table, save_run, trained_lengths
 from .data import generate_pairs
 from .finetune import (FINETUNE_DEFAULTS, finetune_codon_model, frozen_parameter_names, held_out_pairs,
@@ -227,7 +224,7 @@ def _save_model(output, run, data_path, title: str, extra: dict | None = None):
     not make), its history and curve beside it: ``(model path, (history, curve), interrupted)``.
     A Ctrl-C or SIGTERM that comes while it saves waits until the files are written."""
     interrupted = getattr(run.trainer, "stop_reason", None) == "interrupted"
-    with _signals_held():
+    with signals_held():
         path = output.path(interrupted)
         save_run(path, run, data=data_path, extra=extra)
         files = _save_history(path, run, title)
@@ -238,28 +235,6 @@ def _save_model(output, run, data_path, title: str, extra: dict | None = None):
             print(f"interrupted: the model after {run.trainer.step} steps is saved to {path}; continue with "
                   f"--resume {path}", file=sys.stderr)
     return path, files, interrupted
-
-
-@contextmanager
-def _signals_held(names=("SIGINT", "SIGTERM", "SIGHUP")):
-    """Within the block, SIGINT, SIGTERM and SIGHUP wait: a second Ctrl-C does not cut the
-    save of the run the first one stopped. One that came is raised as KeyboardInterrupt on
-    leaving the block. (Only the main thread can set handlers; elsewhere nothing changes.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    arrived, previous = [], {}
-    for name in names:
-        if hasattr(signal, name):   # (Windows has no SIGHUP)
-            number = getattr(signal, name)
-            previous[number] = signal.signal(number, lambda signum, frame: arrived.append(signum))
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-    if arrived:
-        raise KeyboardInterrupt(f"stopped by {signal.Signals(arrived[0]).name}")
 
 
 def _save_history(out: Path, run, title: str) -> tuple[Path, Path]:
