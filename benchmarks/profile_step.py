@@ -1,6 +1,7 @@
 """Where the time of one training step goes: per layer, per module type, per function.
 
     python -m benchmarks.profile_step [--config benchmark|codon] [--steps 10] [--backend numpy|cupy]
+                                      [--math fast|reference]
 
 How it works: before the steps run, every submodule of the model gets its ``forward`` and
 ``backward`` replaced (on the instance, not the class) by a wrapper that reads the clock
@@ -8,16 +9,18 @@ before and after the call. A parent's time includes its children's (an encoder l
 forward includes its attention's forward), so each wrapper also keeps a stack: when a
 call ends, its time is added to its parent's "children" total, and its **self time** is
 its total minus its children's. Self times add up to the whole step without counting
-anything twice. The functions of ``minitransformer.functional`` and
-``minitransformer.losses`` (the math: ``linear_forward``, ``attention_backward``...) are
-wrapped the same way on a stack of their own, which gives a third view of the same step.
+anything twice. The math functions -- the fast path's (``minitransformer.fast``, listed as
+``fast.linear_forward``...), the reference path's (``minitransformer.functional``: the model
+runs those where the fast path has no twin, and everywhere with ``--math reference``) and
+``minitransformer.losses`` -- are wrapped the same way on a stack of their own, which gives a
+third view of the same step.
 
 Three tables come out:
 
 1. per layer, in model order: each top-level piece and each encoder/decoder layer, its
    forward and backward time *including* its children;
 2. per module type, sorted by time: self time of all Linear layers, all LayerNorms...;
-3. per function of ``functional``/``losses``, sorted by self time;
+3. per math function, sorted by self time;
 
 plus the phases of the step (zero_grad, forward, loss, backward, optimizer).
 On a GPU every wrapper synchronises the device, which serialises the work: the profile
@@ -31,6 +34,7 @@ import functools
 import time
 from collections import defaultdict
 
+from minitransformer import fast
 from minitransformer import functional as F
 from minitransformer import losses as L
 from minitransformer.backend import BackendUnavailableError
@@ -88,17 +92,23 @@ def wrap_modules(model, criterion, timers: Timers) -> dict:
     return kinds
 
 
+#: (module whose functions are timed, prefix of their names in the table). The fast path is
+#: wrapped in its package (what the layers call: ``fast.linear_forward``) and in its modules
+#: (what its functions call inside them, e.g. the batched attention's slices).
+MATH_MODULES = ((F, ""), (L, ""), (fast, "fast."), (fast.layers, "fast."), (fast.attention, "fast."))
+
+
 def wrap_functions(timers: Timers) -> list:
-    """Wrap the math functions of ``functional`` and ``losses`` (module attributes, so both
-    callers like ``F.linear_forward(...)`` and calls inside ``functional`` are timed).
+    """Wrap the math functions of :data:`MATH_MODULES` (module attributes, so both callers
+    like ``F.linear_forward(...)`` and calls inside those modules are timed).
     Returns (module, name, original) triples for :func:`unwrap_functions`."""
     originals = []
-    for module in (F, L):
+    for module, prefix in MATH_MODULES:
         for name, fn in list(vars(module).items()):
-            if (callable(fn) and not isinstance(fn, type) and getattr(fn, "__module__", "").startswith("minitransformer")
-                    and name not in ("get_array_module",)):
+            # its own functions only (for the fast package: those of its modules), not those it imports
+            if callable(fn) and not isinstance(fn, type) and getattr(fn, "__module__", "").startswith(module.__name__):
                 originals.append((module, name, fn))
-                setattr(module, name, timers.wrap(name, fn))
+                setattr(module, name, timers.wrap(prefix + name, fn))
     return originals
 
 
@@ -107,10 +117,12 @@ def unwrap_functions(originals) -> None:
         setattr(module, name, fn)
 
 
-def profile(config: str = "benchmark", backend: str = "numpy", steps: int = 10, warmup: int = 2) -> dict:
+def profile(config: str = "benchmark", backend: str = "numpy", steps: int = 10, warmup: int = 2,
+            math: str = "fast") -> dict:
     device = Device(backend)
     cfg = STEP_CONFIGS[config]()
     step = OurStep(cfg, device)
+    step.model.use_math(math)
     for _ in range(warmup):
         step.step()
 
@@ -194,7 +206,8 @@ def report(p: dict) -> None:
     functions = p["functions"]
     rows = sorted(([name, functions.calls[name] // n, ms(functions.total[name]), ms(seconds), share(seconds)]
                    for name, seconds in functions.self_time.items()), key=lambda r: -r[3])
-    print_table("4. Per function of functional.py / losses.py, sorted by self time",
+    print_table("4. Per math function (fast.*: the fast path; the others: functional.py, losses.py), "
+                "sorted by self time",
                 ["function", "calls/step", "total ms", "self ms", "share"], rows,
                 note="self time excludes the wrapped functions it calls (e.g. attention_forward calls "
                      "softmax_forward and dropout_forward). Profiled as one pass over the whole batch on one "
@@ -209,12 +222,14 @@ def main(argv=None) -> None:
     parser.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--math", default="fast", choices=["fast", "reference"],
+                        help="the path the model runs (model.use_math): the fast one, as trained, or the textbook one")
     args = parser.parse_args(argv)
     try:
         Device(args.backend)
     except BackendUnavailableError as exc:
         raise SystemExit(f"cannot profile on {args.backend}: {exc}")
-    report(profile(args.config, args.backend, args.steps, args.warmup))
+    report(profile(args.config, args.backend, args.steps, args.warmup, args.math))
 
 
 if __name__ == "__main__":
