@@ -5,8 +5,10 @@ prints it as one line and exits with status 2. It lives here, below every comman
 so that ``minitransformer.cli`` and ``minitransformer.codon.cli`` both import it and neither
 imports the other for it.
 
-:func:`check_number` is the one check of a number option's value (``--steps 0``, ``--seed -1``,
-``--dropout 1.5``); :func:`number_type` hands the same check to ``argparse``::
+:func:`read_option_number` reads a number option's text and is its one check (``--steps 0``,
+``--seed -1``, ``--dropout 1.5``); :func:`number_type` hands the same check to ``argparse``.
+(A number given in Python, not typed on a command line, is checked by
+``validation.check_number`` instead, which raises ValueError.)::
 
     parser.add_argument("--seed", type=number_type("non-negative integer"), default=0)
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["CommandError", "NUMBER_KINDS", "check_number", "number_type"]
+__all__ = ["CommandError", "NUMBER_KINDS", "read_option_number", "number_type"]
 
 
 class CommandError(Exception):
@@ -35,11 +37,11 @@ NUMBER_KINDS = {
 }
 
 
-def check_number(text, kind: str, option: str) -> int | float:
+def read_option_number(text, kind: str, option: str) -> int | float:
     """``text`` read as a number of ``kind`` (a key of :data:`NUMBER_KINDS`).
 
     Raises :class:`CommandError` naming ``option`` when ``text`` is not such a number:
-    ``check_number("-1", "non-negative integer", "--seed")`` ->
+    ``read_option_number("-1", "non-negative integer", "--seed")`` ->
     ``--seed: expected a non-negative integer, got -1``.
     """
     try:
@@ -49,7 +51,7 @@ def check_number(text, kind: str, option: str) -> int | float:
 
 
 def number_type(kind: str):
-    """:func:`check_number` as an ``argparse`` ``type``: argparse names the option itself
+    """:func:`read_option_number` as an ``argparse`` ``type``: argparse names the option itself
     (``argument --seed: expected a non-negative integer, got -1``)."""
     _kind(kind)  # an unknown kind fails when the parser is built, not when it is used
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from minitransformer.cli import main
-from minitransformer.errors import NUMBER_KINDS, CommandError, check_number, number_type
+from minitransformer.errors import NUMBER_KINDS, CommandError, read_option_number, number_type
 
 PACKAGE = Path(__file__).resolve().parent.parent / "minitransformer"
 
@@ -25,12 +25,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "minitransformer"
 ])
 def test_each_number_kind_accepts_and_refuses(kind, good, bad, words):
     for text, value in good:
-        assert check_number(text, kind, "--x") == value
-        assert type(check_number(text, kind, "--x")) is type(value)
+        assert read_option_number(text, kind, "--x") == value
+        assert type(read_option_number(text, kind, "--x")) is type(value)
         assert number_type(kind)(text) == value
     for text in bad:
         with pytest.raises(CommandError) as err:
-            check_number(text, kind, "--some-option")
+            read_option_number(text, kind, "--some-option")
         message = str(err.value)
         assert message.startswith("--some-option: expected ") and words in message, message
         assert message.endswith(f"got {text}") or message.endswith(f"got {text!r}"), message
@@ -45,7 +45,7 @@ def test_every_kind_is_tested():
 
 def test_the_message_names_the_option():
     with pytest.raises(CommandError, match=r"^--seed: expected a non-negative integer, got -1$"):
-        check_number("-1", "non-negative integer", "--seed")
+        read_option_number("-1", "non-negative integer", "--seed")
     with pytest.raises(ValueError, match="unknown number kind 'whole'"):
         number_type("whole")
 

@@ -27,7 +27,7 @@ import sys
 
 import pandas as pd
 
-from ..errors import CommandError, check_number, number_type
+from ..errors import CommandError, number_type, read_option_number
 from ..files import check_output_path
 from . import demo, evaluation, runs
 from .checkpoints import load_codon_model, model_table, trained_lengths
@@ -341,7 +341,7 @@ def _piece_codons(value, ckpt):
     if value == "auto":
         trained = trained_lengths(ckpt)
         return safe_piece_codons(trained[1]) if trained else None
-    return check_number(value, "non-negative integer", "--piece-codons (or 'auto'; 0: whole)") or None
+    return read_option_number(value, "non-negative integer", "--piece-codons (or 'auto'; 0: whole)") or None
 
 
 def _run_translate(args):
@@ -387,7 +387,7 @@ def _run_attention(args):
     picture_output(args.out, "--out")
     rna = evaluation.clean_sequences([("", "SEQUENCE", args.sequence)])[0]
     model, _ = load_codon_model(args.model, args.backend)
-    layer = None if args.layer == "all" else check_number(args.layer, "positive integer",
+    layer = None if args.layer == "all" else read_option_number(args.layer, "positive integer",
                                                           "--layer ('all' or a layer number)")
     protein, chosen, heads = evaluation.draw_attention_file(model, rna, args.out, layer)
     print(f"translation: {protein}")
