@@ -6,13 +6,13 @@ so that ``minitransformer.cli`` and ``minitransformer.codon.cli`` both import it
 imports the other for it.
 
 :func:`read_option_number` reads a number option's text and is its one check (``--steps 0``,
-``--seed -1``, ``--dropout 1.5``); :func:`number_type` hands the same check to ``argparse``.
-(A number given in Python, not typed on a command line, is checked by
-``validation.check_number`` instead, which raises ValueError.)::
+``--seed -1``, ``--dropout 1.5``); :func:`number_type` hands the same check to ``argparse``::
 
     parser.add_argument("--seed", type=number_type("non-negative integer"), default=0)
 
 Either way the message names the option: ``--seed: expected a non-negative integer, got -1``.
+(A number given in Python, not typed on a command line, is checked by
+``validation.check_number`` instead, which raises ValueError.)
 """
 from __future__ import annotations
 
