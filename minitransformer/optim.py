@@ -128,6 +128,10 @@ class Adam(Optimizer):
 
     With an L2 penalty, Adam's per-coordinate scaling rescales the decay too;
     :class:`AdamW` decouples the two.
+
+    With the fused kernels switched on (:func:`minitransformer.gpu.use_fused_kernels`), a
+    parameter on a device is updated by one kernel, :func:`fast.fused.adam_update`, which
+    computes these lines operation for operation.
     """
 
     state_names = ("exp_avg", "exp_avg_sq")

@@ -102,7 +102,8 @@ class RowFused(FusedKernel):
 
     def _launch(self, kernel, args):  # pragma: no cover - GPU only
         n_rows, d = args[0].shape
-        kernel((n_rows,), (ROW_THREADS,), tuple(args) + (np.int32(n_rows), np.int32(d)))
+        if n_rows and d:   # a grid of 0 blocks is an invalid launch
+            kernel((n_rows,), (ROW_THREADS,), tuple(args) + (np.int32(n_rows), np.int32(d)))
 
 
 #: Block-wide reductions for the row kernels: every thread of the block passes its partial
