@@ -18,6 +18,8 @@ them one by one).
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -205,13 +207,20 @@ def _model_step(fused_on, activation, norm_first, backend_name="strict", math="f
     return (logits, *grads), launches
 
 
+DEVICES = ["strict", pytest.param("cupy", marks=[pytest.mark.gpu,
+                                                 pytest.mark.skipif(_CUPY_REASON is not None, reason=str(_CUPY_REASON))])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
 @pytest.mark.parametrize("norm_first", [False, True], ids=["post-LN", "pre-LN"])
-def test_model_gives_the_same_numbers_with_fused_kernels(activation, norm_first):
+def test_model_gives_the_same_numbers_with_fused_kernels(activation, norm_first, device):
     """Logits and every gradient, with dropout (the same masks: the same draws)."""
-    off, launches_off = _model_step(False, activation, norm_first)
-    on, launches_on = _model_step(True, activation, norm_first)
+    off, launches_off = _model_step(False, activation, norm_first, device)
+    on, launches_on = _model_step(True, activation, norm_first, device)
     assert_same(on, off, tol=1e-10)
+    if device == "cupy":  # pragma: no cover - GPU only: the strict backend counts, CuPy does not
+        return
     assert not any(name.startswith("mt_") for name in launches_off)
     assert launches_on["mt_dropout"] > 0 and launches_on["mt_layer_norm"] > 0
     assert launches_on["mt_relu_dropout" if activation == "relu" else "mt_gelu"] > 0
@@ -298,11 +307,11 @@ def test_fused_switch(monkeypatch):
 
 
 def test_tf32_switch(monkeypatch):
-    monkeypatch.delenv(gpu.TF32_ENV_VAR, raising=False)
+    monkeypatch.setenv(gpu.TF32_ENV_VAR, "")   # restored (unset) after the test, whatever use_tf32 sets
     assert gpu.tf32_enabled() is False
     monkeypatch.setattr(gpu, "_cupy_float32_compute_type", lambda: None)   # CuPy not imported yet
     gpu.use_tf32(True)
-    assert gpu.tf32_enabled() is True and backend.os.environ[gpu.TF32_ENV_VAR] == "1"
+    assert gpu.tf32_enabled() is True and os.environ[gpu.TF32_ENV_VAR] == "1"
     monkeypatch.setenv(gpu.TF32_ENV_VAR, "fast")
     with pytest.raises(ValueError, match="CUPY_TF32='fast' is not an integer"):
         gpu.tf32_enabled()
