@@ -31,8 +31,9 @@ returns :data:`strict`, ``get_array_module`` of a strict array returns it, ``to_
 The numbers are NumPy's, bit for bit: only the rules change.
 
 The strict device also sees every device operation, which a GPU would run as (roughly) one
-kernel launch each: :func:`~minitransformer.testing.launches.count_launches` counts them, and :func:`launch` runs a fused
-kernel's NumPy twin (:mod:`minitransformer.fast.fused`) as the one operation it is on a GPU.
+kernel launch each: :func:`~minitransformer.testing.launches.count_launches` counts them, and
+:func:`launch` runs a fused kernel's NumPy twin (:mod:`minitransformer.fast.fused`) as the one
+operation it is on a GPU.
 """
 from __future__ import annotations
 
