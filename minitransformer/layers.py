@@ -17,7 +17,9 @@ NumPy and then moved, so the same seed gives the same model on every backend.
 Each layer runs the path through the math its ``math_path`` names (see
 :meth:`Module.use_math`): the functions of :mod:`fast` by default, those of
 :mod:`functional` on the reference path, and the reference functions wherever there is no
-fast twin. A layer's forward keeps the functions it ran with its cache, so its backward
+fast twin. On a device backend with the fused kernels switched on
+(:func:`gpu.use_fused_kernels`), the fast path runs :mod:`fast.fused` where it has a
+function. A layer's forward keeps the functions it ran with its cache, so its backward
 runs the same path.
 """
 from __future__ import annotations
@@ -27,8 +29,9 @@ import math
 import numpy as np
 
 from . import backend as _backend
-from . import fast
+from . import fast, gpu
 from . import functional as F
+from .fast import fused
 from .module import Module, ModuleList, Parameter
 
 __all__ = ["Linear", "Embedding", "PositionalEncoding", "LayerNorm", "ReLU", "GELU", "Softmax",
@@ -45,9 +48,13 @@ def as_generator(rng):
     return np.random.default_rng(rng)
 
 
-def _math(module):
-    """The functions ``module`` runs: :mod:`fast`, or :mod:`functional` on the reference path."""
-    return fast if module.math_path == "fast" else F
+def _math(module, x=None):
+    """The functions ``module`` runs on ``x``: :mod:`fast`, or :mod:`functional` on the reference
+    path; on the fast path, :mod:`fast.fused` for an ``x`` on a device when the fused kernels
+    are switched on (:func:`gpu.fused_kernels_active`)."""
+    if module.math_path != "fast":
+        return F
+    return fused if x is not None and gpu.fused_kernels_active(x) else fast
 
 
 def _param(array, dtype, backend):
@@ -213,7 +220,7 @@ class LayerNorm(Module):
 
     def forward(self, x):
         _check_float_input("LayerNorm", x, self.d_model, self.gamma.dtype)
-        math_fns = _math(self)
+        math_fns = _math(self, x)
         y, cache = math_fns.layer_norm_forward(x, self.gamma.data, self.beta.data, self.eps)
         self._cache = (math_fns, cache)
         return y
@@ -240,7 +247,7 @@ class _Elementwise(Module):
         self._cache = None
 
     def forward(self, x):
-        math_fns = _math(self)
+        math_fns = _math(self, x)
         if not hasattr(math_fns, f"{self._name}_forward"):
             math_fns = F   # no fast twin: the reference runs
         y, cache = getattr(math_fns, f"{self._name}_forward")(x)
@@ -296,11 +303,16 @@ class Dropout(Module):
             self.rng = memo[key]
 
     def forward(self, x):
-        y, self._cache = F.dropout_forward(x, self.p, self.rng, self.training)
+        math_fns = _math(self, x)
+        if not hasattr(math_fns, "dropout_forward"):
+            math_fns = F   # no fast twin: the reference runs
+        y, cache = math_fns.dropout_forward(x, self.p, self.rng, self.training)
+        self._cache = (math_fns, cache)
         return y
 
     def backward(self, dy):
-        dx, self._cache = F.dropout_backward(dy, self._cache), None
+        math_fns, cache = self._cache
+        dx, self._cache = math_fns.dropout_backward(dy, cache), None
         return dx
 
     def extra_repr(self):

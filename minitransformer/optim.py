@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import math
 
-from . import backend
+from . import backend, gpu
+from .fast import fused
 from .optim_state import Optimizer
 from .schedules import (SCHEDULES, ConstantSchedule, NoamSchedule, Schedule,  # noqa: F401  (importable from here)
                         WarmupCosineSchedule, clip_grad_norm, schedule_from_dict)
@@ -127,6 +128,10 @@ class Adam(Optimizer):
 
     With an L2 penalty, Adam's per-coordinate scaling rescales the decay too;
     :class:`AdamW` decouples the two.
+
+    With the fused kernels switched on (:func:`minitransformer.gpu.use_fused_kernels`), a
+    parameter on a device is updated by one kernel, :func:`fast.fused.adam_update`, which
+    computes these lines operation for operation.
     """
 
     state_names = ("exp_avg", "exp_avg_sq")
@@ -140,6 +145,8 @@ class Adam(Optimizer):
 
     def _update(self, p, state, lr):
         """The equations above, for one parameter, in place."""
+        if gpu.fused_kernels_active(p.data):   # the lines below in one GPU kernel
+            return self._fused_update(p, state, lr)
         xp = backend.get_array_module(p.data)
         b1, b2 = self.betas
         t = self.step_count + 1
@@ -171,6 +178,17 @@ class Adam(Optimizer):
         xp.divide(m, tmp, out=tmp)
         tmp *= step_size
         p.data -= tmp
+
+    def _fused_update(self, p, state, lr):
+        """:meth:`_update` as one kernel (:func:`fast.fused.adam_update`), the same numbers."""
+        b1, b2 = self.betas
+        t = self.step_count + 1
+        decoupled = self.weight_decay != 0.0 and self.decoupled_weight_decay
+        coupled = self.weight_decay != 0.0 and not self.decoupled_weight_decay
+        fused.adam_update(p.data, p.grad, state["exp_avg"], state["exp_avg_sq"], betas=self.betas, eps=self.eps,
+                          step_size=lr / (1.0 - b1 ** t), bias2_sqrt=math.sqrt(1.0 - b2 ** t),
+                          decay=1.0 - lr * self.weight_decay if decoupled else 1.0,
+                          l2=self.weight_decay if coupled else 0.0)
 
     def hyperparameters(self) -> dict:
         return {"betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay}

@@ -13,7 +13,6 @@ import math
 
 import numpy as np
 
-from . import fast
 from . import functional as F
 from .module import Module
 from .layers import ACTIVATIONS, Dropout, Linear, ReLU, _check_float_input, _math, _param, as_generator
@@ -159,9 +158,11 @@ class FeedForward(Module):
     def forward(self, x):
         h = self.linear1.forward(x)
         if self.math_path == "fast" and isinstance(self.activation, ReLU):
-            y, self._cache = fast.relu_dropout_linear_forward(
+            math_fns = _math(self, h)   # fast, or fast.fused on a device with fused kernels on
+            y, cache = math_fns.relu_dropout_linear_forward(
                 h, self.linear2.weight.data, self.linear2.bias.data, self.dropout.p, self.dropout.rng,
                 self.training)
+            self._cache = (math_fns, cache)
             return y
         h = self.activation.forward(h)
         h = self.dropout.forward(h)
@@ -169,7 +170,8 @@ class FeedForward(Module):
 
     def backward(self, dy):
         if self._cache is not None:   # the fused pair ran: its backward, then W1's
-            dh, dw2, db2 = fast.relu_dropout_linear_backward(dy, self._cache)
+            math_fns, cache = self._cache
+            dh, dw2, db2 = math_fns.relu_dropout_linear_backward(dy, cache)
             self._cache = None
             self.linear2.weight.grad += dw2
             self.linear2.bias.grad += db2

@@ -15,6 +15,10 @@ softmax measured no faster than the reference, forward and backward together).
 * :mod:`~minitransformer.fast.attention`: attention with its row factors moved to the small
   side of the products, a batch in cache-sized slices on threads, multi-head attention with
   one fused input projection.
+* :mod:`~minitransformer.fast.fused` (with :mod:`~minitransformer.fast.kernels`): fused GPU
+  kernels for dropout, ReLU-dropout, GELU, softmax, layer norm and the Adam update, each with a
+  NumPy twin; used on device backends when :func:`minitransformer.gpu.use_fused_kernels` switches
+  them on (off by default: unmeasured on a GPU).
 
 A fast forward's cache goes to its fast backward only: a module's backward runs the path
 its forward ran.

@@ -29,12 +29,19 @@ returns :data:`strict`, ``get_array_module`` of a strict array returns it, ``to_
 ``.get()``, and dropout masks take the GPU's path. The tests run every test that takes the
 ``backend_name`` fixture on it, so a forgotten transfer fails in CI on a machine without a GPU.
 The numbers are NumPy's, bit for bit: only the rules change.
+
+The strict device also sees every device operation, which a GPU would run as (roughly) one
+kernel launch each: :func:`~minitransformer.testing.launches.count_launches` counts them, and
+:func:`launch` runs a fused kernel's NumPy twin (:mod:`minitransformer.fast.fused`) as the one
+operation it is on a GPU.
 """
 from __future__ import annotations
 
 import types
 
 import numpy as np
+
+from .launches import count as _count
 
 #: The backend name under which :mod:`minitransformer.backend` knows this module.
 NAME = "strict"
@@ -45,6 +52,14 @@ _HINT = ("a NumPy (host) array met a strict (device) array, as CuPy forbids; mov
 
 def _mixing_error(obj):
     return TypeError(f"Unsupported type {type(obj)}: {_HINT}")
+
+
+def launch(name, twin, args):
+    """A fused kernel on the strict device, counted as one operation named ``name``: every
+    array argument must be a strict array (CuPy's kernels refuse host arrays too); ``twin``
+    runs on the NumPy arrays inside and writes its outputs into them, in place."""
+    _count(name)
+    return _call(twin, args, {}, counted=False)
 
 
 class StrictArray:
@@ -83,7 +98,8 @@ class StrictArray:
         for x in inputs:
             if not isinstance(x, (StrictArray, int, float, complex, np.generic)):
                 raise _mixing_error(x)
-        return _call(getattr(ufunc, method), inputs, kwargs)
+        _count(ufunc.__name__ if method == "__call__" else f"{ufunc.__name__}.{method}")
+        return _call(getattr(ufunc, method), inputs, kwargs, counted=False)
 
     def __array_function__(self, func, types, args, kwargs):
         return _call(func, args, kwargs)
@@ -108,15 +124,20 @@ class StrictArray:
         return self._a.tolist()
 
     def fill(self, value):
+        _count("fill")
         if isinstance(value, np.ndarray) and value.ndim > 0:
             raise ValueError(f"non-scalar numpy.ndarray cannot be used for fill: {_HINT}")
         self._a.fill(value)
 
     # -- indexing --------------------------------------------------------------------------
     def __getitem__(self, key):
-        return _wrap(self._a[_index(key)], {})
+        key = _index(key)
+        if _is_advanced(key) or isinstance(key, np.ndarray):
+            _count("take")   # a gather; a basic slice is a view
+        return _wrap(self._a[key], {})
 
     def __setitem__(self, key, value):
+        _count("setitem")
         key = _index(key)
         if type(value) is StrictArray:
             value = value._a
@@ -238,8 +259,10 @@ def _wrap(obj, originals):
     return obj
 
 
-def _call(func, args, kwargs, originals=None):
+def _call(func, args, kwargs, originals=None, counted=True):
     """``func`` (a NumPy function) on device arguments, returning device results."""
+    if counted:
+        _count(getattr(func, "__name__", "function"))
     originals = {} if originals is None else originals
     args = _unwrap(args, originals)
     kwargs = {k: _unwrap(v, originals) for k, v in kwargs.items()}

@@ -45,6 +45,18 @@ MUTATIONS = [
              ("tests/test_fast_path.py::test_layer_norm",),
              "The fast twin loses the term through the variance; comparing it with the reference path, "
              "output and every gradient, finds it at once."),
+    Mutation("fused-layer-norm-dropped-term", "minitransformer/fast/fused.py",
+             "    dx[...] = rstd * (g - mean_g - xhat * mean_gx)\n",
+             "    dx[...] = rstd * (g - mean_g)\n",
+             ("tests/test_fused.py::test_layer_norm",),
+             "The GPU kernel's NumPy twin loses the term through the variance; comparing it with the "
+             "reference, output and every gradient, finds it on the CPU."),
+    Mutation("fused-adam-without-bias-correction", "minitransformer/fast/fused.py",
+             "    p -= m / (np.sqrt(v) / bias2_sqrt + eps) * step_size\n",
+             "    p -= m / (np.sqrt(v) + eps) * step_size\n",
+             ("tests/test_fused.py::test_optimizer_gives_the_same_numbers_bit_for_bit",),
+             "The fused Adam update's twin forgets v's bias correction; the strict backend runs it "
+             "next to the reference update, bit for bit, and the parameters part at the first step."),
     Mutation("layer-norm-ddof-1", F,
              '    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)\n',
              '    var = ((x - mean) ** 2).sum(axis=-1, keepdims=True) / (x.shape[-1] - 1)\n',
