@@ -4,7 +4,10 @@ faster (see :mod:`minitransformer.fast`).
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
+
+import numpy as np
 
 from .. import functional as F
 from ..backend import get_array_module, random_keep_mask
@@ -17,11 +20,21 @@ from ..backend import get_array_module, random_keep_mask
 # goes row by row and measured about 4x slower: 0.50 against 0.12 ns per number for a
 # (2944, 128) float32 array on one core (docs/performance.md). The numbers are the same sums,
 # added in another order.
+@lru_cache(maxsize=64)
+def _constant_vector(xp, n: int, dtype, value: float):
+    """A read-only vector of ``n`` copies of ``value``, made once per shape, kind and backend:
+    the sums below use the same few vectors every step, and on a GPU making one is a kernel
+    launch of its own (one in ten of a training step's launches before they were kept)."""
+    vector = xp.full(n, value, dtype=dtype)
+    if xp is np:
+        vector.flags.writeable = False   # shared by every caller: no one may write into it
+    return vector
+
+
 def _sum_over_leading_axes(a):
     """``a.reshape(-1, n).sum(axis=0)``, computed as ``ones(rows) @ a``."""
-    xp = get_array_module(a)
     rows = a.reshape(-1, a.shape[-1])
-    return xp.ones(rows.shape[0], dtype=a.dtype) @ rows
+    return _constant_vector(get_array_module(a), rows.shape[0], rows.dtype, 1.0) @ rows
 
 
 def _dot_over_last_axis(a, w):
@@ -32,14 +45,13 @@ def _dot_over_last_axis(a, w):
 
 def _sum_over_last_axis(a):
     """``a.sum(axis=-1, keepdims=True)``, as ``a @ ones(n)``."""
-    xp = get_array_module(a)
-    return _dot_over_last_axis(a, xp.ones(a.shape[-1], dtype=a.dtype))
+    return _dot_over_last_axis(a, _constant_vector(get_array_module(a), a.shape[-1], a.dtype, 1.0))
 
 
 def _mean_over_last_axis(a):
     """``a.mean(axis=-1, keepdims=True)``, as ``a @ (ones(n) / n)``."""
-    xp = get_array_module(a)
-    return _dot_over_last_axis(a, xp.full(a.shape[-1], 1.0 / a.shape[-1], dtype=a.dtype))
+    n = a.shape[-1]
+    return _dot_over_last_axis(a, _constant_vector(get_array_module(a), n, a.dtype, 1.0 / n))
 
 
 def _transposed(a):
