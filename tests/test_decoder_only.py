@@ -36,8 +36,10 @@ def test_config_defaults_round_trip_and_validation():
     assert DecoderOnlyConfig.from_json(config.to_json()) == config
     with pytest.raises(ValueError, match="invalid DecoderOnlyConfig: pad_id=11 must be a token id"):
         small_config(pad_id=11)
-    with pytest.raises(ValueError, match="n_layers must be a non-negative integer"):
+    with pytest.raises(ValueError, match="n_layers must be >= 0, got -1"):
         small_config(n_layers=-1)
+    with pytest.raises(ValueError, match="invalid DecoderOnlyConfig: dropout must be a number, got 'x'"):
+        small_config(dropout="x")
 
 
 def test_the_blocks_are_encoder_layers():
