@@ -57,7 +57,7 @@ def test_a_tiny_demo_writes_the_model_and_the_evaluation(tmp_path):
     assert headline["pretrained"] == saved["classification_accuracy_pretrained"]
     assert headline["runs"] == saved["runs"] and headline["n_train_labelled"] == 24
     for row in saved["by_labels"]:
-        assert {"scratch", "ci95_scratch", "probe_pretrained", "probe_random_init"} <= set(row)
+        assert {"scratch", "ci95_scratch", "probe_pretrained", "probe_random_init", "probe_dipeptides"} <= set(row)
         assert 0 <= row["probe_pretrained"] <= 1 and len(row["runs"]) == 1
 
 
@@ -82,3 +82,13 @@ def test_nearest_centroid_reads_only_the_labelled_rows():
     # side) is unread unless it is one of them, and then it pulls class 0's centroid over
     assert centroid_accuracy(features, labels, [0, 2], test, [0, 1]) == 1.0
     assert centroid_accuracy(features, labels, [1, 3, 4], test, [0, 1]) == 0.5
+
+
+def test_the_dipeptide_profile_counts_neighbouring_pairs():
+    from minitransformer.protein.train import dipeptide_profile
+
+    profile = dipeptide_profile(["ACAC", "W"])
+    pair = {(a, b): 20 * D.AMINO_ACIDS.index(a) + D.AMINO_ACIDS.index(b) for a in "ACW" for b in "ACW"}
+    assert profile.shape == (2, 400)
+    assert profile[0, pair["A", "C"]] == 2 / 3 and profile[0, pair["C", "A"]] == 1 / 3
+    assert profile[0].sum() == 1 and not profile[1].any()           # one residue: no pair

@@ -29,8 +29,8 @@ from ..encoder_only import EncoderOnly
 from ..files import atomic_write, check_output_path
 from . import data as D
 from .checkpoints import save_protein_model
-from .train import (DemoSettings, centroid_accuracy, classification_accuracy, finetune, mlm_accuracy, pooled_features,
-                    pretrain, wilson_interval)
+from .train import (DemoSettings, centroid_accuracy, classification_accuracy, dipeptide_profile, finetune, mlm_accuracy,
+                    pooled_features, pretrain, wilson_interval)
 
 __all__ = ["DemoData", "load_demo_data", "pretrain_model", "finetune_model", "at_label_count", "frozen_probe",
            "run_demo", "plot_demo", "DEMO_FILES"]
@@ -129,14 +129,20 @@ def at_label_count(settings: DemoSettings, per_family: int) -> DemoSettings:
 def frozen_probe(data: DemoData, settings: DemoSettings, pretrained: EncoderOnly, seed: int) -> dict:
     """What the encoder's features hold before any fine-tuning: the nearest-centroid accuracy
     (:func:`~.train.centroid_accuracy`) on the pooled features of the pre-trained encoder and
-    of the same model at its random initial weights, for each label count and seed (the
-    labelled sequences those of fine-tuning). Returns ``{"pretrained": [...], "random_init":
-    [...]}``, one mean over the seeds per count of ``settings.label_counts``."""
+    of the same model at its random initial weights, and on the sequences' dipeptide profiles
+    (:func:`~.train.dipeptide_profile`: counting, nothing learned), for each label count and
+    seed (the labelled sequences those of fine-tuning). Returns ``{"pretrained": [...],
+    "random_init": [...], "dipeptides": [...]}``, one mean over the seeds per count of
+    ``settings.label_counts``."""
     train, test = data.train.sequence.tolist(), data.test.sequence.tolist()
     labels, test_labels = data.labels(data.train), data.labels(data.test)
+    random_init = EncoderOnly(settings.model_config(0, seed))
+    readers = {"pretrained": lambda s: pooled_features(pretrained, s, settings),
+               "random_init": lambda s: pooled_features(random_init, s, settings),
+               "dipeptides": dipeptide_profile}
     result = {}
-    for name, model in (("pretrained", pretrained), ("random_init", EncoderOnly(settings.model_config(0, seed)))):
-        features, test_features = (pooled_features(model, s, settings) for s in (train, test))
+    for name, read in readers.items():
+        features, test_features = read(train), read(test)
         result[name] = [float(np.mean([centroid_accuracy(features, labels, D.few_rows(data.train, n, s),
                                                          test_features, test_labels) for s in settings.seeds]))
                         for n in settings.label_counts]
@@ -186,7 +192,7 @@ def run_demo(out_dir, settings: DemoSettings | None = None, log=print, *, force=
         row = {"per_family": count, "finetune_steps": at.finetune_steps,
                "n_train_labelled": int(sum(min(count, c) for c in data.train.family.value_counts())),
                "probe_pretrained": probe["pretrained"][counts.index(count)],
-               "probe_random_init": probe["random_init"][counts.index(count)]}
+               **{f"probe_{name}": values[counts.index(count)] for name, values in probe.items()}}
         for kind in ("pretrained", "scratch"):
             row[kind] = float(np.mean([r[kind] for r in runs]))
             # Wilson interval of the mean over the seeds, with n = the test sequences (the same
@@ -194,8 +200,9 @@ def run_demo(out_dir, settings: DemoSettings | None = None, log=print, *, force=
             row[f"ci95_{kind}"] = list(wilson_interval(row[kind] * n, n))
         by_labels.append({**row, "runs": runs})
         log(f"{count} per family: {split} accuracy pre-trained {row['pretrained']:.3f}, from scratch "
-            f"{row['scratch']:.3f}; frozen features (nearest centroid) pre-trained {row['probe_pretrained']:.3f}, "
-            f"random {row['probe_random_init']:.3f} ({time.perf_counter() - start:.0f} s)")
+            f"{row['scratch']:.3f}; nearest centroid on the frozen features of the pre-trained encoder "
+            f"{row['probe_pretrained']:.3f}, of a random one {row['probe_random_init']:.3f}, on dipeptide "
+            f"profiles {row['probe_dipeptides']:.3f} ({time.perf_counter() - start:.0f} s)")
 
     headline = by_labels[counts.index(settings.per_family)]
     evaluation = {
@@ -246,6 +253,7 @@ def plot_demo(evaluation: dict, pretrain_losses, path=None):
                         color=color, capsize=4, label=f"{label}, fine-tuned")
     middle.plot(counts, [r["probe_pretrained"] for r in rows], "s:", color="C0", label="pre-trained, frozen")
     middle.plot(counts, [r["probe_random_init"] for r in rows], "s:", color="C7", label="random, frozen")
+    middle.plot(counts, [r["probe_dipeptides"] for r in rows], "^:", color="C2", label="dipeptide profile")
     middle.axhline(evaluation["chance"], color="k", ls="--", lw=0.8)
     middle.set(xscale="log", xlabel="labelled sequences per family", ylabel=f"{split} accuracy", ylim=(0, 1),
                title=f"families, n = {evaluation['n_test']} (95% CI)")

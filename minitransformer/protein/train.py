@@ -187,6 +187,17 @@ def pooled_features(model: EncoderOnly, sequences, settings: DemoSettings) -> np
     return window_average(lambda ids: pool.forward(*model.encode(ids)), sequences, settings)
 
 
+def dipeptide_profile(sequences) -> np.ndarray:
+    """(N, 400): how often each ordered pair of neighbouring residues occurs in each sequence,
+    as a fraction of its pairs: a profile made by counting, with nothing learned."""
+    index = {a: i for i, a in enumerate(D.AMINO_ACIDS)}
+    profile = np.zeros((len(sequences), len(index) ** 2))
+    for row, sequence in enumerate(sequences):
+        codes = np.array([index[a] for a in sequence])
+        np.add.at(profile[row], codes[:-1] * len(index) + codes[1:], 1.0)
+    return profile / np.maximum(1.0, profile.sum(axis=1, keepdims=True))
+
+
 def centroid_accuracy(features, labels, few, test_features, test_labels) -> float:
     """Accuracy of the nearest class centroid (cosine) on frozen features: no training, so it
     shows what the features themselves hold. ``few`` are the rows of ``features`` whose labels
