@@ -2,13 +2,18 @@
 
 A Transformer pre-trained on raw protein sequences by masked language modelling, then
 fine-tuned on a few labelled sequences, should classify better than the same model trained
-on those few sequences alone. :func:`run_demo` measures exactly that:
+on those few sequences alone, and the fewer the labels, the larger the gap. :func:`run_demo`
+measures exactly that:
 
 1. :func:`pretrain_model` — masked language modelling on the unlabelled sequences, scored
    on held-out ones against the unigram baseline;
-2. :func:`finetune_model` twice per seed, on the same few labelled sequences per family,
-   for the same steps: once from the pre-trained weights, once from scratch;
-3. both scored on a test split made by similarity (:func:`~.data.similarity_split`), with
+2. :func:`finetune_model` twice per seed and per count of labelled sequences per family
+   (1, 2, 4, 8: ``settings.label_counts``), on the same sequences, for the same steps: once
+   from the pre-trained weights, once from scratch;
+3. :func:`frozen_probe` — what the encoder's features hold before any fine-tuning: the
+   nearest-centroid accuracy on the pre-trained encoder's features, on a random encoder's,
+   and on dipeptide counts (nothing learned);
+4. all scored on a test split made by similarity (:func:`~.data.similarity_split`), with
    n and a Wilson 95% interval.
 
 The settings were chosen on a validation split carved from the training side
@@ -254,11 +259,12 @@ def plot_demo(evaluation: dict, pretrain_losses, path=None):
     middle.plot(counts, [r["probe_pretrained"] for r in rows], "s:", color="C0", label="pre-trained, frozen")
     middle.plot(counts, [r["probe_random_init"] for r in rows], "s:", color="C7", label="random, frozen")
     middle.plot(counts, [r["probe_dipeptides"] for r in rows], "^:", color="C2", label="dipeptide profile")
-    middle.axhline(evaluation["chance"], color="k", ls="--", lw=0.8)
-    middle.set(xscale="log", xlabel="labelled sequences per family", ylabel=f"{split} accuracy", ylim=(0, 1),
+    middle.axhline(evaluation["chance"], color="k", ls="--", lw=0.8, label="chance")
+    middle.set(xscale="log", xlabel="labelled sequences per family", ylabel=f"{split} accuracy", ylim=(0, 1.2),
                title=f"families, n = {evaluation['n_test']} (95% CI)")
     middle.set_xticks(counts, [str(c) for c in counts])
-    middle.legend(loc="upper left", fontsize=7)
+    middle.minorticks_off()
+    middle.legend(loc="upper center", ncol=2, fontsize=7)
     for kind, label, color in (("pretrained", "pre-trained", "C0"), ("scratch", "from scratch", "C7")):
         right.plot(evaluation["curve_steps"], evaluation[f"curve_{kind}"], "o-", color=color, label=label)
     right.axhline(evaluation["chance"], color="k", ls="--", lw=0.8, label="chance")
