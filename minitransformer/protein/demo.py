@@ -37,8 +37,8 @@ from .checkpoints import save_protein_model
 from .train import (DemoSettings, centroid_accuracy, classification_accuracy, dipeptide_profile, finetune, mlm_accuracy,
                     pooled_features, pretrain, wilson_interval)
 
-__all__ = ["DemoData", "load_demo_data", "pretrain_model", "finetune_model", "at_label_count", "frozen_probe",
-           "run_demo", "plot_demo", "DEMO_FILES"]
+__all__ = ["DemoData", "load_demo_data", "pretrain_model", "finetune_model", "at_label_count", "compare_arms",
+           "frozen_probe", "run_demo", "plot_demo", "DEMO_FILES"]
 
 #: What :func:`run_demo` writes into its folder.
 DEMO_FILES = ("model.npz", "pretrained.npz", "evaluation.json", "demo.png")
@@ -161,6 +161,21 @@ def curve_steps(settings: DemoSettings) -> list[int]:
     return sorted({max(1, round(n * (i + 1) / settings.curve_points)) for i in range(settings.curve_points)})
 
 
+def compare_arms(data: DemoData, settings: DemoSettings, pretrained: EncoderOnly):
+    """Fine-tune pre-trained and from scratch with each of ``settings.seeds``, on the same
+    sequences (:func:`finetune_model`); returns ``(runs, model)``: each seed's accuracies and
+    curves, and the pre-trained arm's model of the first seed."""
+    runs, first = [], None
+    for seed in settings.seeds:
+        model, with_pretraining, curve_pretrained = finetune_model(data, settings, seed, pretrained)
+        first = first or model
+        _, from_scratch, curve_scratch = finetune_model(data, settings, seed)
+        runs.append({"seed": seed, "pretrained": with_pretraining, "scratch": from_scratch,
+                     "curve_pretrained": list(curve_pretrained.values()),
+                     "curve_scratch": list(curve_scratch.values())})
+    return runs, first
+
+
 def run_demo(out_dir, settings: DemoSettings | None = None, log=print, *, force=False, validation=False) -> dict:
     """Pre-train, then for each count of ``settings.label_counts`` labelled sequences per family
     fine-tune pre-trained and from scratch (each seed), evaluate. Writes into ``out_dir``
@@ -186,17 +201,10 @@ def run_demo(out_dir, settings: DemoSettings | None = None, log=print, *, force=
     by_labels, first = [], None
     for count in counts:
         at = at_label_count(settings, count)
-        runs = []
-        for seed in settings.seeds:
-            model, with_pretraining, curve_pretrained = finetune_model(data, at, seed, pretrained)
-            first = model if first is None and count == settings.per_family else first
-            _, from_scratch, curve_scratch = finetune_model(data, at, seed)
-            runs.append({"seed": seed, "pretrained": with_pretraining, "scratch": from_scratch,
-                         "curve_pretrained": list(curve_pretrained.values()),
-                         "curve_scratch": list(curve_scratch.values())})
+        runs, model = compare_arms(data, at, pretrained)
+        first = model if count == settings.per_family else first
         row = {"per_family": count, "finetune_steps": at.finetune_steps,
                "n_train_labelled": int(sum(min(count, c) for c in data.train.family.value_counts())),
-               "probe_pretrained": probe["pretrained"][counts.index(count)],
                **{f"probe_{name}": values[counts.index(count)] for name, values in probe.items()}}
         for kind in ("pretrained", "scratch"):
             row[kind] = float(np.mean([r[kind] for r in runs]))
