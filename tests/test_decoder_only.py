@@ -164,6 +164,12 @@ def test_generation_errors_and_the_attention_goes_back():
         generate(model, np.array([[3, 4]]), 23)
     with pytest.raises(ValueError, match="top_p must be in"):
         generate(model, np.array([[3, 4]]), 2, top_p=1.5)
+    with pytest.raises(ValueError, match="^max_new_tokens must be >= 1, got 0$"):
+        generate(model, np.array([[3, 4]]), 0)
+    with pytest.raises(ValueError, match="^max_new_tokens must be an integer, got 2.0$"):
+        generate(model, np.array([[3, 4]]), 2.0)
+    with pytest.raises(ValueError, match="^prompt_ids has length 25, longer than the model's max_len=24$"):
+        generate(model, np.full((1, 25), 3), 1)
     caches = model.start_generation(1, 2)
     with pytest.raises(ValueError, match="past the cache's max_len=2"):
         model.step(np.array([[3, 4, 5]]), caches)
