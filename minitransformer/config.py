@@ -68,33 +68,49 @@ class TransformerConfig(JSONConfig):
     def validate(self) -> None:
         """ValueError listing every field of the wrong type or value (a bool is not a number,
         ``norm_first='no'`` is not a bool: types are checked, not only values)."""
-        problems = []
-
-        def check(rule, *args, **kwargs):
-            try:
-                rule(*args, **kwargs)
-            except ValueError as exc:
-                problems.append(str(exc))
-
-        for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_len"):
-            check(check_int, name, getattr(self, name), minimum=1)
-        for name in ("n_encoder_layers", "n_decoder_layers", "pad_id", "seed"):
-            check(check_int, name, getattr(self, name), minimum=0)
-        for name in ("dropout", "attention_dropout"):
-            value = getattr(self, name)
-            check(check_number, name, value)
-            if isinstance(value, (int, float, np.integer, np.floating)) and not 0.0 <= value < 1.0:
-                problems.append(f"{name} must be in [0, 1), got {value}")
-        for name in ("norm_first", "tie_embeddings", "learned_positions", "scale_embeddings"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                problems.append(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if not problems and self.d_model % self.n_heads:
-            problems.append(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
-        if self.activation not in ACTIVATIONS:
-            problems.append(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
-        if self.dtype not in ("float32", "float64"):
-            problems.append(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        problems = field_problems(
+            self, positive=("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_len"),
+            non_negative=("n_encoder_layers", "n_decoder_layers", "pad_id", "seed"),
+            flags=("norm_first", "tie_embeddings", "learned_positions", "scale_embeddings"))
         if not problems and not (0 <= self.pad_id < min(self.src_vocab_size, self.tgt_vocab_size)):
             problems.append(f"pad_id={self.pad_id} must be a valid id of both vocabularies")
         if problems:
             raise ValueError("invalid TransformerConfig: " + "; ".join(problems))
+
+
+def field_problems(config, *, positive=(), non_negative=(), flags=()) -> list[str]:
+    """What is wrong with a model config's fields, one sentence each (empty when nothing is).
+
+    Types are checked as well as values: ``positive`` and ``non_negative`` fields must be
+    integers (not bools) of at least 1 and 0, ``flags`` True or False; every model config
+    also has ``dropout`` and ``attention_dropout`` (numbers in [0, 1)), ``activation``,
+    ``dtype`` and ``d_model``/``n_heads`` (the heads must divide the width). Shared by
+    :class:`TransformerConfig` and :class:`~minitransformer.heads.StackConfig`, so that a
+    bad setting reads the same in both."""
+    problems = []
+
+    def check(rule, *args, **kwargs):
+        try:
+            rule(*args, **kwargs)
+        except ValueError as exc:
+            problems.append(str(exc))
+
+    for name in positive:
+        check(check_int, name, getattr(config, name), minimum=1)
+    for name in non_negative:
+        check(check_int, name, getattr(config, name), minimum=0)
+    for name in ("dropout", "attention_dropout"):
+        value = getattr(config, name)
+        check(check_number, name, value)
+        if isinstance(value, (int, float, np.integer, np.floating)) and not 0.0 <= value < 1.0:
+            problems.append(f"{name} must be in [0, 1), got {value}")
+    for name in flags:
+        if not isinstance(getattr(config, name), (bool, np.bool_)):
+            problems.append(f"{name} must be True or False, got {getattr(config, name)!r}")
+    if not problems and config.d_model % config.n_heads:
+        problems.append(f"d_model={config.d_model} must be divisible by n_heads={config.n_heads}")
+    if config.activation not in ACTIVATIONS:
+        problems.append(f"activation must be one of {sorted(ACTIVATIONS)}, got {config.activation!r}")
+    if config.dtype not in ("float32", "float64"):
+        problems.append(f"dtype must be 'float32' or 'float64', got {config.dtype!r}")
+    return problems

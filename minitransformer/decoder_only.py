@@ -30,10 +30,11 @@ import numpy as np
 
 from . import backend as _backend
 from .decoding import KVCache, cached_self_attention
-from .heads import OutputProjection, StackConfig, StackModel, check_token_ids, is_count
+from .heads import OutputProjection, StackConfig, StackModel
 from .nn import as_generator
 from .sampling import sample_next_token
 from .transformer import decoder_self_mask
+from .validation import check_id_batch, check_int
 
 __all__ = ["DecoderOnlyConfig", "DecoderOnly", "next_token_targets", "generate"]
 
@@ -59,7 +60,7 @@ class DecoderOnly(StackModel):
                                        dtype=self.config.dtype)
 
     def forward(self, ids):
-        check_token_ids(ids, self.config)
+        check_id_batch("ids", ids, self.config.max_len, self.config.vocab_size)
         x = self.embeddings.forward(ids)
         h = self.stack.forward(x, decoder_self_mask(ids, self.config.pad_id))   # GPT: causal
         return self.output.forward(h)
@@ -119,12 +120,11 @@ def generate(model: DecoderOnly, prompt_ids, max_new_tokens, *, rng=0, temperatu
     stops when every row is finished. The model runs in eval mode (no dropout) and is put
     back in the mode it was in.
     """
-    check_token_ids(prompt_ids, model.config, "prompt_ids")
+    check_id_batch("prompt_ids", prompt_ids, model.config.max_len, model.config.vocab_size)
     pad = model.config.pad_id
     if bool((prompt_ids == pad).any()):
         raise ValueError(f"prompt_ids hold padding (id {pad}); give prompts of equal length without padding")
-    if not is_count(max_new_tokens, minimum=1):
-        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, minimum=1)
     batch, prompt_len = prompt_ids.shape
     total = prompt_len + max_new_tokens
     if total > model.config.max_len:

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import backend as _backend
-from .heads import MaskedLMHead, SequenceClassifier, StackConfig, StackModel, check_token_ids, is_count
+from .heads import MaskedLMHead, SequenceClassifier, StackConfig, StackModel
 from .nn import as_generator
 from .transformer import padding_mask
+from .validation import check_id_batch, check_int
 
 __all__ = ["EncoderOnlyConfig", "EncoderOnly", "mask_tokens", "IGNORE_INDEX", "HEADS"]
 
@@ -50,9 +51,10 @@ class EncoderOnlyConfig(StackConfig):
 
     def _problems(self) -> list[str]:
         problems = super()._problems()
-        if not is_count(self.n_classes, minimum=0):
-            problems.append(f"n_classes must be a non-negative integer (0: no classification head), "
-                            f"got {self.n_classes!r}")
+        try:
+            check_int("n_classes", self.n_classes, minimum=0)
+        except ValueError as exc:
+            problems.append(f"{exc} (0: no classification head)")
         return problems
 
 
@@ -72,7 +74,7 @@ class EncoderOnly(StackModel):
 
     def encode(self, ids):
         """Token ids (B, T) -> (last layer's vectors h (B, T, d), keep (B, T): True at real tokens)."""
-        check_token_ids(ids, self.config)
+        check_id_batch("ids", ids, self.config.max_len, self.config.vocab_size)
         keep = ids != self.config.pad_id
         if not bool(keep.any(axis=1).all()):
             raise ValueError("every sequence needs at least one token that is not padding; "

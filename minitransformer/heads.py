@@ -15,12 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from . import backend as _backend
 from .nn import (ACTIVATIONS, Dropout, Embedding, LayerNorm, Linear, Module, Parameter, PositionalEncoding,
                  as_generator)
-from .config import JSONConfig
+from .config import JSONConfig, field_problems
 from .transformer import Encoder, TransformerConfig
 
 
@@ -58,20 +56,13 @@ class StackConfig(JSONConfig):
         self.validate()
 
     def _problems(self) -> list[str]:
-        """What is wrong with the settings (empty when nothing is); subclasses add theirs."""
-        problems = [f"{name} must be a positive integer, got {getattr(self, name)!r}"
-                    for name in ("vocab_size", "d_model", "n_heads", "d_ff", "max_len")
-                    if not is_count(getattr(self, name), minimum=1)]
-        if not is_count(self.n_layers, minimum=0):
-            problems.append(f"n_layers must be a non-negative integer, got {self.n_layers!r}")
-        if not problems and self.d_model % self.n_heads:
-            problems.append(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
-        problems += [f"{name} must be in [0, 1), got {getattr(self, name)}"
-                     for name in ("dropout", "attention_dropout") if not 0.0 <= getattr(self, name) < 1.0]
-        if self.activation not in ACTIVATIONS:
-            problems.append(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
-        if self.dtype not in ("float32", "float64"):
-            problems.append(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        """What is wrong with the settings (empty when nothing is): the checks of
+        :func:`~minitransformer.config.field_problems`, types as well as values, then the
+        padding id; subclasses add theirs."""
+        problems = field_problems(
+            self, positive=("vocab_size", "d_model", "n_heads", "d_ff", "max_len"),
+            non_negative=("n_layers", "pad_id", "seed"),
+            flags=("norm_first", "tie_embeddings", "learned_positions", "scale_embeddings"))
         if not problems and not 0 <= self.pad_id < self.vocab_size:
             problems.append(f"pad_id={self.pad_id} must be a token id, in [0, {self.vocab_size})")
         return problems
@@ -90,24 +81,6 @@ class StackConfig(JSONConfig):
             dropout=self.dropout, attention_dropout=self.attention_dropout, max_len=self.max_len,
             activation=self.activation, norm_first=self.norm_first, pad_id=self.pad_id,
             dtype=self.dtype, seed=self.seed)
-
-
-def is_count(value, minimum) -> bool:
-    """True for an integer (Python or NumPy, not a bool) of at least ``minimum``."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum
-
-
-def check_token_ids(ids, config: StackConfig, what="ids"):
-    """ValueError unless ``ids`` is a non-empty (batch, length) integer array of token ids
-    no longer than the model's ``max_len``."""
-    if not hasattr(ids, "ndim") or ids.ndim != 2:
-        raise ValueError(f"{what} must be a 2-D integer array (batch, length), got "
-                         f"{getattr(ids, 'shape', type(ids).__name__)}")
-    if not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(f"{what} must hold integer token ids, got dtype {ids.dtype}")
-    if ids.shape[1] == 0 or ids.shape[1] > config.max_len:
-        raise ValueError(f"{what} has length {ids.shape[1]}; it must be 1 to the model's "
-                         f"max_len={config.max_len}")
 
 
 # --------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from .nn import (Dropout, Embedding, LayerNorm, Linear, Module, ModuleList,
                  Parameter, PositionalEncoding, as_generator)
 from .sublayers import FeedForward, MultiHeadAttention
 from .config import TransformerConfig
-from .validation import check_token_ids
+from .validation import check_id_batch
 
 
 # --------------------------------------------------------------------------------------
@@ -303,31 +303,17 @@ class Transformer(Module):
         self.src_dropout._move_buffers(backend_name, dtype, memo)
         self.dropout_rng = self.src_dropout.rng
 
-    # -- checks ---------------------------------------------------------------------
-    def _check_ids(self, ids, what, vocab_size):
-        if not hasattr(ids, "ndim") or ids.ndim != 2:
-            raise ValueError(f"{what} must be a 2-D integer array (batch, length), got "
-                             f"{getattr(ids, 'shape', type(ids).__name__)}")
-        if ids.shape[0] == 0:
-            raise ValueError(f"{what} is a batch of zero sequences; give at least one")
-        if ids.shape[1] == 0:
-            raise ValueError(f"{what} is empty (length 0)")
-        if ids.shape[1] > self.config.max_len:
-            raise ValueError(f"{what} has length {ids.shape[1]}, longer than the model's "
-                             f"max_len={self.config.max_len}")
-        check_token_ids(what, ids, vocab_size)
-
     # -- the pieces, usable alone (decoding uses them) --------------------------------
     def encode(self, src_ids):
         """Source ids -> (memory (B, S, d), source mask (B, 1, 1, S))."""
-        self._check_ids(src_ids, "src_ids", self.config.src_vocab_size)
+        check_id_batch("src_ids", src_ids, self.config.max_len, self.config.src_vocab_size)
         src_mask = padding_mask(src_ids, self.config.pad_id)
         x = self.src_dropout.forward(self.src_pos.forward(self.src_embed.forward(src_ids)))
         return self.encoder.forward(x, src_mask), src_mask
 
     def decode(self, tgt_in_ids, memory, src_mask):
         """Target prefix ids and encoder output -> logits (B, T, V), all positions at once."""
-        self._check_ids(tgt_in_ids, "tgt_in_ids", self.config.tgt_vocab_size)
+        check_id_batch("tgt_in_ids", tgt_in_ids, self.config.max_len, self.config.tgt_vocab_size)
         if tgt_in_ids.shape[0] != memory.shape[0]:
             raise ValueError(f"tgt_in_ids has batch size {tgt_in_ids.shape[0]} but the source has "
                              f"{memory.shape[0]}")

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-__all__ = ["check_token_ids", "check_number", "check_int"]
+__all__ = ["check_token_ids", "check_id_batch", "check_number", "check_int"]
 
 
 def check_token_ids(what: str, ids, vocab_size: int, *, ignore_index=None) -> None:
@@ -50,6 +50,22 @@ def check_token_ids(what: str, ids, vocab_size: int, *, ignore_index=None) -> No
                      f"(vocabulary size {vocab_size}{skipped}); token id {int(ids.reshape(-1)[first])} "
                      f"at position {position[0] if len(position) == 1 else position} (counted from 0) "
                      "is out of range")
+
+
+def check_id_batch(what: str, ids, max_len: int, vocab_size: int) -> None:
+    """``ValueError`` unless ``ids`` is a (batch, length) array of at least one sequence of
+    1 to ``max_len`` token ids, each in ``[0, vocab_size)`` (:func:`check_token_ids`): what
+    a model's forward pass reads. ``what`` names the array in the message."""
+    if not hasattr(ids, "ndim") or ids.ndim != 2:
+        raise ValueError(f"{what} must be a 2-D integer array (batch, length), got "
+                         f"{getattr(ids, 'shape', type(ids).__name__)}")
+    if ids.shape[0] == 0:
+        raise ValueError(f"{what} is a batch of zero sequences; give at least one")
+    if ids.shape[1] == 0:
+        raise ValueError(f"{what} is empty (length 0)")
+    if ids.shape[1] > max_len:
+        raise ValueError(f"{what} has length {ids.shape[1]}, longer than the model's max_len={max_len}")
+    check_token_ids(what, ids, vocab_size)
 
 
 def check_number(name: str, value, *, minimum: float | None = None, strict: bool = False,

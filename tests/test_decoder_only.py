@@ -36,8 +36,10 @@ def test_config_defaults_round_trip_and_validation():
     assert DecoderOnlyConfig.from_json(config.to_json()) == config
     with pytest.raises(ValueError, match="invalid DecoderOnlyConfig: pad_id=11 must be a token id"):
         small_config(pad_id=11)
-    with pytest.raises(ValueError, match="n_layers must be a non-negative integer"):
+    with pytest.raises(ValueError, match="n_layers must be >= 0, got -1"):
         small_config(n_layers=-1)
+    with pytest.raises(ValueError, match="invalid DecoderOnlyConfig: dropout must be a number, got 'x'"):
+        small_config(dropout="x")
 
 
 def test_the_blocks_are_encoder_layers():
@@ -162,6 +164,12 @@ def test_generation_errors_and_the_attention_goes_back():
         generate(model, np.array([[3, 4]]), 23)
     with pytest.raises(ValueError, match="top_p must be in"):
         generate(model, np.array([[3, 4]]), 2, top_p=1.5)
+    with pytest.raises(ValueError, match="^max_new_tokens must be >= 1, got 0$"):
+        generate(model, np.array([[3, 4]]), 0)
+    with pytest.raises(ValueError, match="^max_new_tokens must be an integer, got 2.0$"):
+        generate(model, np.array([[3, 4]]), 2.0)
+    with pytest.raises(ValueError, match="^prompt_ids has length 25, longer than the model's max_len=24$"):
+        generate(model, np.full((1, 25), 3), 1)
     caches = model.start_generation(1, 2)
     with pytest.raises(ValueError, match="past the cache's max_len=2"):
         model.step(np.array([[3, 4, 5]]), caches)

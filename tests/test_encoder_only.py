@@ -34,12 +34,42 @@ def test_config_round_trip_and_validation():
     config = small_config(norm_first=True, tie_embeddings=False)
     assert EncoderOnlyConfig.from_json(config.to_json()) == config
     assert EncoderOnlyConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(ValueError, match="invalid EncoderOnlyConfig: n_classes must be a non-negative"):
+    with pytest.raises(ValueError, match=r"invalid EncoderOnlyConfig: n_classes must be >= 0, got -1 \(0: no "):
         small_config(n_classes=-1)
     with pytest.raises(ValueError, match="d_model=10 must be divisible by n_heads=4"):
         small_config(d_model=10, n_heads=4)
     with pytest.raises(ValueError, match="unknown EncoderOnlyConfig fields \\['n_encoder_layers'\\]"):
         EncoderOnlyConfig.from_dict({**config.to_dict(), "n_encoder_layers": 2})
+
+
+STACK_CONFIG_MISTAKES = {
+    "dropout": ("x", "dropout must be a number, got 'x'"),
+    "attention_dropout": (1.0, r"attention_dropout must be in \[0, 1\), got 1.0"),
+    "pad_id": (1.5, "pad_id must be an integer, got 1.5"),
+    "seed": ("0", "seed must be an integer, got '0'"),
+    "d_model": (True, "d_model must be an integer, got True"),
+    "n_layers": (-1, "n_layers must be >= 0, got -1"),
+    "n_classes": (2.0, "n_classes must be an integer, got 2.0"),
+    "norm_first": ("no", "norm_first must be True or False, got 'no'"),
+    "tie_embeddings": (1, "tie_embeddings must be True or False, got 1"),
+    "learned_positions": (None, "learned_positions must be True or False, got None"),
+    "scale_embeddings": ("yes", "scale_embeddings must be True or False, got 'yes'"),
+}
+
+
+@pytest.mark.parametrize("field", STACK_CONFIG_MISTAKES)
+def test_every_config_field_is_type_checked(field):
+    """StackConfig checks types as TransformerConfig does: one ValueError naming the field."""
+    value, message = STACK_CONFIG_MISTAKES[field]
+    with pytest.raises(ValueError, match="^invalid EncoderOnlyConfig: " + message):
+        small_config(**{field: value})
+
+
+def test_config_lists_every_mistake_in_one_message():
+    with pytest.raises(ValueError) as error:
+        small_config(dropout="x", seed=-1, norm_first="no")
+    assert str(error.value) == ("invalid EncoderOnlyConfig: seed must be >= 0, got -1; dropout must be a number, "
+                                "got 'x'; norm_first must be True or False, got 'no'")
 
 
 def test_the_layers_are_the_encoder_decoders_own():
@@ -161,8 +191,16 @@ def test_bad_calls_are_clear_errors():
         model.forward(np.array([[5, 6]]), head="cls")
     with pytest.raises(ValueError, match=r"row\(s\) \[1\] are all padding"):
         model.forward(np.array([[5, 6], [PAD, PAD]]))
-    with pytest.raises(ValueError, match="longer|max_len=16"):
+    with pytest.raises(ValueError, match="ids has length 17, longer than the model's max_len=16"):
         model.forward(np.full((1, 17), 5))
+    with pytest.raises(ValueError, match=r"ids: token ids from 5 to 99, but valid ids are 0 to \d+"):
+        model.forward(np.array([[5, 99]]))
+    with pytest.raises(ValueError, match="ids: token ids must be integers, got float64"):
+        model.forward(np.array([[5.0, 6.0]]))
+    with pytest.raises(ValueError, match="ids must be a 2-D integer array"):
+        model.forward(np.array([5, 6]))
+    with pytest.raises(ValueError, match="ids is a batch of zero sequences"):
+        model.forward(np.zeros((0, 3), np.int64))
     with pytest.raises(RuntimeError, match="before forward"):
         model.backward(np.zeros((1, 2, VOCAB)))
 

@@ -39,7 +39,7 @@ def test_wilson_interval():
 
 def test_a_tiny_demo_writes_the_model_and_the_evaluation(tmp_path):
     settings = DemoSettings(d_model=16, n_heads=2, d_ff=32, n_layers=1, window=32, batch_size=8,
-                            pretrain_steps=2, finetune_steps=2, per_family=2, seeds=(0,),
+                            pretrain_steps=2, finetune_steps=2, per_family=2, label_counts=(1,), seeds=(0,),
                             mlm_eval_sequences=20)
     evaluation = run_demo(tmp_path, settings, log=lambda line: None)
     saved = json.loads((tmp_path / "evaluation.json").read_text())
@@ -50,28 +50,45 @@ def test_a_tiny_demo_writes_the_model_and_the_evaluation(tmp_path):
     assert saved["n_test"] == 185 and 0 <= saved["mlm_accuracy"] <= 1
     assert (tmp_path / "model.npz").is_file()
     assert np.isfinite(saved["classification_ci95_pretrained"]).all()
+    # every label count (the headline's added), both arms, the frozen features, the steps in proportion
+    assert [row["per_family"] for row in saved["by_labels"]] == [1, 2]
+    assert [row["finetune_steps"] for row in saved["by_labels"]] == [2, 2]
+    headline = saved["by_labels"][1]
+    assert headline["pretrained"] == saved["classification_accuracy_pretrained"]
+    assert headline["runs"] == saved["runs"] and headline["n_train_labelled"] == 24
+    for row in saved["by_labels"]:
+        assert {"scratch", "ci95_scratch", "probe_pretrained", "probe_random_init", "probe_dipeptides"} <= set(row)
+        assert 0 <= row["probe_pretrained"] <= 1 and len(row["runs"]) == 1
 
 
-def test_spaced_windows_cover_the_sequence_evenly():
-    sequence = "ACDEFGHIKLMNPQRSTVWY" * 3          # 60 residues
-    assert D.spaced_windows(sequence, 20, 3) == [sequence[:20], sequence[20:40], sequence[40:]]
-    assert D.spaced_windows(sequence, 20, 1) == [D.window(sequence, 20)]
-    assert D.spaced_windows("MKV", 20, 4) == ["MKV"]
+def test_the_label_counts_read_their_sequences_as_often_as_the_headline():
+    from minitransformer.protein.demo import at_label_count
+
+    settings = DemoSettings(finetune_steps=300, per_family=8, curve_points=3)
+    assert [at_label_count(settings, n).finetune_steps for n in (1, 2, 4, 8)] == [38, 75, 150, 300]
+    assert at_label_count(settings, 8) == settings
+    assert at_label_count(settings, 2).curve_points == 1 and at_label_count(settings, 2).per_family == 2
 
 
-def test_a_frozen_encoder_stays_as_it_was_and_a_scaled_one_moves_less():
-    from minitransformer.encoder_only import EncoderOnly
-    from minitransformer.protein.train import finetune
+def test_nearest_centroid_reads_only_the_labelled_rows():
+    from minitransformer.protein.train import centroid_accuracy
 
-    settings = DemoSettings(d_model=16, n_heads=2, d_ff=32, n_layers=1, window=32, finetune_steps=3,
-                            finetune_batch=4)
-    sequences, labels = ["MKVLAAGIVGLLLAQ" * 3, "ACDEFGHIKLMNPQRSTVWY", "MSTNPKPQRKTKRNTNRR", "GGSGGSWWY"], [0, 1, 0, 1]
-    moved = {}
-    for scale in (0.0, 0.1, 1.0):
-        model = EncoderOnly(settings.model_config(2, seed=3))
-        before = {k: v.copy() for k, v in model.state_dict().items()}
-        finetune(model, sequences, labels, settings, seed=0, encoder_lr_scale=scale)
-        after = model.state_dict()
-        moved[scale] = max(np.abs(after[k] - before[k]).max() for k in before if not k.startswith("classifier."))
-        assert max(np.abs(after[k] - before[k]).max() for k in before if k.startswith("classifier.")) > 0
-    assert moved[0.0] == 0 and 0 < moved[0.1] < moved[1.0]
+    features = np.array([[1.0, 0.0], [0.9, 0.1], [-1.0, 0.0], [-0.9, -0.1], [-3.0, -1.0]])
+    labels = [0, 0, 1, 1, 0]
+    test = np.array([[1.0, 0.05], [-1.0, -0.05]])
+    assert centroid_accuracy(features, labels, [1, 3], test, [0, 1]) == 1.0
+    assert centroid_accuracy(features, labels, [1, 3], test, [1, 0]) == 0.0
+    # a class's centroid is the mean of its labelled rows only: row 4 (label 0, on class 1's
+    # side) is unread unless it is one of them, and then it pulls class 0's centroid over
+    assert centroid_accuracy(features, labels, [0, 2], test, [0, 1]) == 1.0
+    assert centroid_accuracy(features, labels, [1, 3, 4], test, [0, 1]) == 0.5
+
+
+def test_the_dipeptide_profile_counts_neighbouring_pairs():
+    from minitransformer.protein.train import dipeptide_profile
+
+    profile = dipeptide_profile(["ACAC", "W"])
+    pair = {(a, b): 20 * D.AMINO_ACIDS.index(a) + D.AMINO_ACIDS.index(b) for a in "ACW" for b in "ACW"}
+    assert profile.shape == (2, 400)
+    assert profile[0, pair["A", "C"]] == 2 / 3 and profile[0, pair["C", "A"]] == 1 / 3
+    assert profile[0].sum() == 1 and not profile[1].any()           # one residue: no pair

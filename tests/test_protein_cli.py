@@ -99,9 +99,10 @@ def test_the_demo_writes_its_files_and_the_keys(demo_dir, capsys):
     evaluation = json.loads((demo_dir / "evaluation.json").read_text())
     for key in ("mlm_accuracy", "mlm_unigram_baseline", "classification_accuracy_pretrained",
                 "classification_accuracy_scratch", "classification_ci95_pretrained",
-                "classification_ci95_scratch", "n_test", "runs", "curve_steps", "curve_pretrained"):
+                "classification_ci95_scratch", "n_test", "runs", "curve_steps", "curve_pretrained", "by_labels"):
         assert key in evaluation
     assert evaluation["n_test"] == 185 and evaluation["split"] == "test"
+    assert [row["per_family"] for row in evaluation["by_labels"]] == [1, 2, 4, 8]      # --per-family 2 among them
     model, _ = load_protein_model(demo_dir / "model.npz", task="protein-families")
     data = load_demo_data(DemoSettings(window=32, eval_windows=2))
     settings = DemoSettings(window=32, eval_windows=2)

@@ -49,3 +49,20 @@ def test_every_reader_of_ids_uses_the_one_check():
         CrossEntropyLoss().forward(np.zeros((1, 2, 8), np.float32), np.array([[0, 9]]))
     with pytest.raises(ValueError, match="Vocabulary.decode: " + tail):
         Vocabulary("ACGU").decode([0, 9])
+
+
+def test_every_model_reads_ids_through_one_batch_check():
+    """The encoder-decoder, the encoder-only and the decoder-only model refuse a batch that is
+    too long with the same sentence (validation.check_id_batch), naming their own argument."""
+    from minitransformer.decoder_only import DecoderOnly, DecoderOnlyConfig
+    from minitransformer.encoder_only import EncoderOnly, EncoderOnlyConfig
+    from minitransformer.transformer import Transformer, TransformerConfig
+
+    too_long = np.ones((1, 5), np.int64)
+    small = dict(d_model=4, n_heads=1, d_ff=4, max_len=4)
+    with pytest.raises(ValueError, match="^src_ids has length 5, longer than the model's max_len=4$"):
+        Transformer(TransformerConfig(8, 8, n_encoder_layers=1, n_decoder_layers=1, **small)).encode(too_long)
+    for model in (EncoderOnly(EncoderOnlyConfig(8, n_layers=1, **small)),
+                  DecoderOnly(DecoderOnlyConfig(8, n_layers=1, **small))):
+        with pytest.raises(ValueError, match="^ids has length 5, longer than the model's max_len=4$"):
+            model.forward(too_long)

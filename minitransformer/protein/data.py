@@ -152,8 +152,13 @@ def similarity_split(families: pd.DataFrame, test_fraction=0.35, seed=0, thresho
     return families[~is_test].reset_index(drop=True), families[is_test].reset_index(drop=True)
 
 
-def few_per_family(train: pd.DataFrame, n: int, seed=0) -> pd.DataFrame:
-    """At most ``n`` training sequences of each family, drawn at random: the few labelled ones."""
+def few_rows(train: pd.DataFrame, n: int, seed=0) -> list:
+    """The index labels of at most ``n`` training sequences of each family, drawn at random."""
     rng = np.random.default_rng(seed)
-    rows = [i for _, group in train.groupby("family", sort=True) for i in rng.permutation(group.index)[:n]]
-    return train.loc[rows].reset_index(drop=True)
+    return [i for _, group in train.groupby("family", sort=True) for i in rng.permutation(group.index)[:n]]
+
+
+def few_per_family(train: pd.DataFrame, n: int, seed=0) -> pd.DataFrame:
+    """At most ``n`` training sequences of each family, drawn at random: the few labelled ones
+    (the rows of :func:`few_rows`)."""
+    return train.loc[few_rows(train, n, seed)].reset_index(drop=True)

@@ -2,13 +2,18 @@
 
 A Transformer pre-trained on raw protein sequences by masked language modelling, then
 fine-tuned on a few labelled sequences, should classify better than the same model trained
-on those few sequences alone. :func:`run_demo` measures exactly that:
+on those few sequences alone, and the fewer the labels, the larger the gap. :func:`run_demo`
+measures exactly that:
 
 1. :func:`pretrain_model` — masked language modelling on the unlabelled sequences, scored
    on held-out ones against the unigram baseline;
-2. :func:`finetune_model` twice per seed, on the same few labelled sequences per family,
-   for the same steps: once from the pre-trained weights, once from scratch;
-3. both scored on a test split made by similarity (:func:`~.data.similarity_split`), with
+2. :func:`finetune_model` twice per seed and per count of labelled sequences per family
+   (1, 2, 4, 8: ``settings.label_counts``), on the same sequences, for the same steps: once
+   from the pre-trained weights, once from scratch;
+3. :func:`frozen_probe` — what the encoder's features hold before any fine-tuning: the
+   nearest-centroid accuracy on the pre-trained encoder's features, on a random encoder's,
+   and on dipeptide counts (nothing learned);
+4. all scored on a test split made by similarity (:func:`~.data.similarity_split`), with
    n and a Wilson 95% interval.
 
 The settings were chosen on a validation split carved from the training side
@@ -29,10 +34,11 @@ from ..encoder_only import EncoderOnly
 from ..files import atomic_write, check_output_path
 from . import data as D
 from .checkpoints import save_protein_model
-from .train import DemoSettings, classification_accuracy, finetune, mlm_accuracy, pretrain, wilson_interval
+from .train import (DemoSettings, centroid_accuracy, classification_accuracy, dipeptide_profile, finetune, mlm_accuracy,
+                    pooled_features, pretrain, wilson_interval)
 
-__all__ = ["DemoData", "load_demo_data", "pretrain_model", "finetune_model", "run_demo", "plot_demo",
-           "DEMO_FILES"]
+__all__ = ["DemoData", "load_demo_data", "pretrain_model", "finetune_model", "at_label_count", "compare_arms",
+           "frozen_probe", "run_demo", "plot_demo", "DEMO_FILES"]
 
 #: What :func:`run_demo` writes into its folder.
 DEMO_FILES = ("model.npz", "pretrained.npz", "evaluation.json", "demo.png")
@@ -115,6 +121,39 @@ def finetune_model(data: DemoData, settings: DemoSettings, seed: int, pretrained
     return model, curve[settings.finetune_steps], curve
 
 
+def at_label_count(settings: DemoSettings, per_family: int) -> DemoSettings:
+    """The settings of the comparison with ``per_family`` labelled sequences per family:
+    fine-tuning steps in proportion to the labelled sequences (at least 2), so that every
+    count reads its sequences about as often as ``settings.per_family`` does; the accuracy
+    along fine-tuning is recorded for ``settings.per_family`` only."""
+    steps = max(2, round(settings.finetune_steps * per_family / settings.per_family))
+    curve_points = settings.curve_points if per_family == settings.per_family else 1
+    return dataclasses.replace(settings, per_family=per_family, finetune_steps=steps, curve_points=curve_points)
+
+
+def frozen_probe(data: DemoData, settings: DemoSettings, pretrained: EncoderOnly, seed: int) -> dict:
+    """What the encoder's features hold before any fine-tuning: the nearest-centroid accuracy
+    (:func:`~.train.centroid_accuracy`) on the pooled features of the pre-trained encoder and
+    of the same model at its random initial weights, and on the sequences' dipeptide profiles
+    (:func:`~.train.dipeptide_profile`: counting, nothing learned), for each label count and
+    seed (the labelled sequences those of fine-tuning). Returns ``{"pretrained": [...],
+    "random_init": [...], "dipeptides": [...]}``, one mean over the seeds per count of
+    ``settings.label_counts``."""
+    train, test = data.train.sequence.tolist(), data.test.sequence.tolist()
+    labels, test_labels = data.labels(data.train), data.labels(data.test)
+    random_init = EncoderOnly(settings.model_config(0, seed))
+    readers = {"pretrained": lambda s: pooled_features(pretrained, s, settings),
+               "random_init": lambda s: pooled_features(random_init, s, settings),
+               "dipeptides": dipeptide_profile}
+    result = {}
+    for name, read in readers.items():
+        features, test_features = read(train), read(test)
+        result[name] = [float(np.mean([centroid_accuracy(features, labels, D.few_rows(data.train, n, s),
+                                                         test_features, test_labels) for s in settings.seeds]))
+                        for n in settings.label_counts]
+    return result
+
+
 def curve_steps(settings: DemoSettings) -> list[int]:
     """The fine-tuning steps after which :func:`finetune_model` scores the model: evenly spaced,
     the last one the final step. Every point is reported; none is chosen."""
@@ -122,51 +161,77 @@ def curve_steps(settings: DemoSettings) -> list[int]:
     return sorted({max(1, round(n * (i + 1) / settings.curve_points)) for i in range(settings.curve_points)})
 
 
+def compare_arms(data: DemoData, settings: DemoSettings, pretrained: EncoderOnly):
+    """Fine-tune pre-trained and from scratch with each of ``settings.seeds``, on the same
+    sequences (:func:`finetune_model`); returns ``(runs, model)``: each seed's accuracies and
+    curves, and the pre-trained arm's model of the first seed."""
+    runs, first = [], None
+    for seed in settings.seeds:
+        model, with_pretraining, curve_pretrained = finetune_model(data, settings, seed, pretrained)
+        first = first or model
+        _, from_scratch, curve_scratch = finetune_model(data, settings, seed)
+        runs.append({"seed": seed, "pretrained": with_pretraining, "scratch": from_scratch,
+                     "curve_pretrained": list(curve_pretrained.values()),
+                     "curve_scratch": list(curve_scratch.values())})
+    return runs, first
+
+
 def run_demo(out_dir, settings: DemoSettings | None = None, log=print, *, force=False, validation=False) -> dict:
-    """Pre-train, fine-tune pre-trained and from scratch, evaluate. Writes into ``out_dir``
+    """Pre-train, then for each count of ``settings.label_counts`` labelled sequences per family
+    fine-tune pre-trained and from scratch (each seed), evaluate. Writes into ``out_dir``
     (:data:`DEMO_FILES`): ``model.npz`` (the pre-trained model fine-tuned with the first
-    seed), ``pretrained.npz`` (the masked-LM model), ``evaluation.json`` and ``demo.png``;
-    returns the evaluation. Refuses, before any work, to replace an earlier demo's model
-    unless ``force``."""
+    seed on ``settings.per_family`` sequences per family), ``pretrained.npz`` (the masked-LM
+    model), ``evaluation.json`` and ``demo.png``; returns the evaluation, whose headline
+    ``classification_accuracy_*`` are those at ``settings.per_family`` and whose
+    ``by_labels`` holds every count. Refuses, before any work, to replace an earlier demo's
+    model unless ``force``."""
     settings = settings or DemoSettings()
     out_dir = Path(out_dir)
     paths = {name: check_output_path(out_dir / name, f"--out-dir {out_dir}: {name}",
                                      overwrite=force or not name.endswith(".npz")) for name in DEMO_FILES}
     start = time.perf_counter()
     data = load_demo_data(settings, validation)
-    split = "validation" if validation else "test"
+    split, n = ("validation" if validation else "test"), len(data.test)
+    counts = sorted(set(settings.label_counts) | {settings.per_family})
+    settings = dataclasses.replace(settings, label_counts=tuple(counts))
     log(f"{len(data.unlabelled)} pre-training sequences; {len(data.families)} families, {len(data.train)} "
-        f"train / {len(data.test)} {split} sequences (split by similarity), {settings.per_family} labelled "
-        f"per family")
+        f"train / {n} {split} sequences (split by similarity); {counts} labelled per family")
     pretrained, mlm_scores, pretrain_losses = pretrain_model(data, settings, log)
-    runs, first = [], None
-    for seed in settings.seeds:
-        model, with_pretraining, curve_pretrained = finetune_model(data, settings, seed, pretrained)
-        first = first or model
-        _, from_scratch, curve_scratch = finetune_model(data, settings, seed)
-        log(f"seed {seed}: {split} accuracy pre-trained {with_pretraining:.3f}, from scratch "
-            f"{from_scratch:.3f} ({time.perf_counter() - start:.0f} s)")
-        runs.append({"seed": seed, "pretrained": with_pretraining, "scratch": from_scratch,
-                     "curve_pretrained": list(curve_pretrained.values()),
-                     "curve_scratch": list(curve_scratch.values())})
+    probe = frozen_probe(data, settings, pretrained, settings.seed)
+    by_labels, first = [], None
+    for count in counts:
+        at = at_label_count(settings, count)
+        runs, model = compare_arms(data, at, pretrained)
+        first = model if count == settings.per_family else first
+        row = {"per_family": count, "finetune_steps": at.finetune_steps,
+               "n_train_labelled": int(sum(min(count, c) for c in data.train.family.value_counts())),
+               **{f"probe_{name}": values[counts.index(count)] for name, values in probe.items()}}
+        for kind in ("pretrained", "scratch"):
+            row[kind] = float(np.mean([r[kind] for r in runs]))
+            # Wilson interval of the mean over the seeds, with n = the test sequences (the same
+            # for every seed): it counts the test set's sampling error, not the seeds' spread
+            row[f"ci95_{kind}"] = list(wilson_interval(row[kind] * n, n))
+        by_labels.append({**row, "runs": runs})
+        log(f"{count} per family: {split} accuracy pre-trained {row['pretrained']:.3f}, from scratch "
+            f"{row['scratch']:.3f}; nearest centroid on the frozen features of the pre-trained encoder "
+            f"{row['probe_pretrained']:.3f}, of a random one {row['probe_random_init']:.3f}, on dipeptide "
+            f"profiles {row['probe_dipeptides']:.3f} ({time.perf_counter() - start:.0f} s)")
 
-    n = len(data.test)
+    headline = by_labels[counts.index(settings.per_family)]
     evaluation = {
         **mlm_scores,
-        "classification_accuracy_pretrained": float(np.mean([r["pretrained"] for r in runs])),
-        "classification_accuracy_scratch": float(np.mean([r["scratch"] for r in runs])),
-        "n_test": n, "split": split, "chance": 1 / len(data.families),
-        "n_train_labelled": int(sum(min(settings.per_family, c) for c in data.train.family.value_counts())),
-        "n_families": len(data.families), "runs": runs, "curve_steps": curve_steps(settings),
-        **{f"curve_{kind}": np.mean([r[f"curve_{kind}"] for r in runs], axis=0).tolist()
+        "classification_accuracy_pretrained": headline["pretrained"],
+        "classification_accuracy_scratch": headline["scratch"],
+        "classification_ci95_pretrained": headline["ci95_pretrained"],
+        "classification_ci95_scratch": headline["ci95_scratch"],
+        "n_test": n, "split": split, "chance": 1 / len(data.families), "per_family": settings.per_family,
+        "n_train_labelled": headline["n_train_labelled"], "n_families": len(data.families),
+        "runs": headline["runs"], "curve_steps": curve_steps(at_label_count(settings, settings.per_family)),
+        **{f"curve_{kind}": np.mean([r[f"curve_{kind}"] for r in headline["runs"]], axis=0).tolist()
            for kind in ("pretrained", "scratch")},
+        "by_labels": by_labels,
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()},
     }
-    # Wilson interval of the mean accuracy over the seeds, with n = the test sequences (the
-    # same ones for every seed): it counts the test set's sampling error, not the seeds' spread
-    for kind in ("pretrained", "scratch"):
-        successes = evaluation[f"classification_accuracy_{kind}"] * n
-        evaluation[f"classification_ci95_{kind}"] = list(wilson_interval(successes, n))
     evaluation["seconds"] = round(time.perf_counter() - start, 1)
     save_protein_model(paths["model.npz"], first, "protein-families", data.families)
     save_protein_model(paths["pretrained.npz"], pretrained, "protein-mlm")
@@ -177,8 +242,9 @@ def run_demo(out_dir, settings: DemoSettings | None = None, log=print, *, force=
 
 
 def plot_demo(evaluation: dict, pretrain_losses, path=None):
-    """Three panels: the masked-LM loss during pre-training; the accuracy of both arms along
-    fine-tuning; their final accuracy with 95% intervals, against chance."""
+    """Three panels: the masked-LM loss during pre-training; the accuracy of both arms against
+    the labelled sequences per family, with 95% intervals, and that of the frozen features;
+    the accuracy of both arms along fine-tuning at the headline count."""
     from ..figures import _new_figure, _save
 
     fig = _new_figure(13, 3.4)
@@ -190,20 +256,28 @@ def plot_demo(evaluation: dict, pretrain_losses, path=None):
     left.set(xlabel="pre-training step", ylabel="masked-LM loss",
              title=f"masked-LM accuracy {evaluation['mlm_accuracy']:.2f} "
                    f"(unigram {evaluation['mlm_unigram_baseline']:.2f})")
-    kinds = ("pretrained", "scratch")
-    values = [evaluation[f"classification_accuracy_{k}"] for k in kinds]
-    low = [v - evaluation[f"classification_ci95_{k}"][0] for v, k in zip(values, kinds)]
-    high = [evaluation[f"classification_ci95_{k}"][1] - v for v, k in zip(values, kinds)]
-    right.bar(["pre-trained", "from scratch"], values, yerr=[low, high], capsize=6, color=["C0", "C7"])
-    right.axhline(evaluation["chance"], color="k", ls="--", lw=0.8, label="chance")
-    right.set(ylabel=f"{evaluation.get('split', 'test')} accuracy", ylim=(0, 1),
-              title=f"families, n = {evaluation['n_test']} (95% CI)")
-    right.legend(loc="upper right")
+    split = evaluation.get("split", "test")
+    rows = evaluation["by_labels"]
+    counts = [r["per_family"] for r in rows]
+    for kind, label, color, shift in (("pretrained", "pre-trained", "C0", -0.04), ("scratch", "from scratch", "C7", 0.04)):
+        values = np.array([r[kind] for r in rows])
+        low, high = np.array([r[f"ci95_{kind}"] for r in rows]).T
+        middle.errorbar(np.array(counts) * (1 + shift), values, yerr=[values - low, high - values], fmt="o-",
+                        color=color, capsize=4, label=f"{label}, fine-tuned")
+    middle.plot(counts, [r["probe_pretrained"] for r in rows], "s:", color="C0", label="pre-trained, frozen")
+    middle.plot(counts, [r["probe_random_init"] for r in rows], "s:", color="C7", label="random, frozen")
+    middle.plot(counts, [r["probe_dipeptides"] for r in rows], "^:", color="C2", label="dipeptide profile")
+    middle.axhline(evaluation["chance"], color="k", ls="--", lw=0.8, label="chance")
+    middle.set(xscale="log", xlabel="labelled sequences per family", ylabel=f"{split} accuracy", ylim=(0, 1.2),
+               title=f"families, n = {evaluation['n_test']} (95% CI)")
+    middle.set_xticks(counts, [str(c) for c in counts])
+    middle.minorticks_off()
+    middle.legend(loc="upper center", ncol=2, fontsize=7)
     for kind, label, color in (("pretrained", "pre-trained", "C0"), ("scratch", "from scratch", "C7")):
-        middle.plot(evaluation["curve_steps"], evaluation[f"curve_{kind}"], "o-", color=color, label=label)
-    middle.axhline(evaluation["chance"], color="k", ls="--", lw=0.8)
-    middle.set(xlabel="fine-tuning step", ylabel=f"{evaluation.get('split', 'test')} accuracy", ylim=(0, 1),
-               title="during fine-tuning (mean of the seeds)")
-    middle.legend(loc="upper left")
+        right.plot(evaluation["curve_steps"], evaluation[f"curve_{kind}"], "o-", color=color, label=label)
+    right.axhline(evaluation["chance"], color="k", ls="--", lw=0.8, label="chance")
+    right.set(xlabel="fine-tuning step", ylabel=f"{split} accuracy", ylim=(0, 1),
+              title=f"{evaluation['per_family']} per family, during fine-tuning")
+    right.legend(loc="upper left")
     _save(fig, path)
     return fig
