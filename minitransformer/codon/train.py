@@ -30,6 +30,7 @@ from ..backend import asarray
 from ..decoding import beam_search, greedy_decode
 from ..losses import CrossEntropyLoss
 from ..optim import Adam, NoamSchedule
+from ..schedules import LinearTailSchedule, Schedule
 from ..training import Trainer
 from ..transformer import Transformer, TransformerConfig
 from .alignment import ALIGNMENT_COLUMNS, alignment_scores
@@ -54,7 +55,8 @@ class CodonRecipe:
     max_tokens: int = 1200        #: source nucleotides per batch
     min_len: int = 1              #: protein lengths, in residues
     start_max_len: int = 10
-    final_max_len: int = 100
+    final_max_len: int = 100      #: the longest protein the model is promised (and checked) for
+    train_past: float = 1.2       #: the curriculum goes on to this times final_max_len: the promised edge is not the trained one
     advance_at: float = 0.8       #: exact match on the check set that moves the curriculum on
     label_smoothing: float = 0.1
     max_grad_norm: float = 0.0    #: global-norm gradient clipping; 0 turns it off
@@ -64,8 +66,9 @@ class CodonRecipe:
     lr_factor: float = 0.5        #: scales the paper's schedule d^-0.5 min(s^-0.5, s w^-1.5)
     check_every: int = 100        #: steps between curriculum checks
     check_size: int = 100         #: pairs in each curriculum check
-    confirm_size: int = 500       #: pairs that must confirm the target before stopping
-    target_exact: float = 0.998   #: stop once the full range reaches this on the confirm set
+    confirm_size: int = 1000      #: pairs that must confirm the target before the final phase
+    target_exact: float = 0.998   #: the final phase starts once the promised range reaches this on the confirm set
+    final_steps: int = 1500       #: steps after the target, the learning rate falling linearly to 0; then stop
     max_len: int = 1024           #: longest sequence the positional encoding covers
 
     def model_config(self, seed: int = 0, dtype: str = "float32") -> TransformerConfig:
@@ -76,6 +79,14 @@ class CodonRecipe:
             n_decoder_layers=self.n_decoder_layers, dropout=self.dropout,
             attention_dropout=self.attention_dropout, max_len=self.max_len, norm_first=self.norm_first,
             pad_id=rna.pad_id, dtype=dtype, seed=seed)
+
+    @property
+    def train_max_len(self) -> int:
+        """The longest protein the curriculum trains on: ``train_past * final_max_len``, rounded,
+        as far as ``max_len`` allows (its RNA, 3 nucleotides a residue, must fit), and never
+        short of ``final_max_len``. The default: 120 residues, 360 of the 1,024 nucleotides."""
+        longest_read = self.max_len // 3
+        return max(self.final_max_len, min(int(round(self.train_past * self.final_max_len)), longest_read))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -225,7 +236,13 @@ def train_codon_model(recipe: CodonRecipe | None = None, *, table=1, data: pd.Da
     """Train (or continue training) a codon model with the curriculum described above.
 
     ``data``: a pairs DataFrame to train on; by default fresh synthetic pairs every step.
-    Stops when a check set of the full length range reaches ``recipe.target_exact``, or at
+    The curriculum trains up to ``recipe.train_max_len`` (past the promised
+    ``final_max_len``, so that the promised longest length is not the weak edge of the
+    trained range). Once a check and then a confirm set of the promised range reach
+    ``recipe.target_exact``, a final phase of ``recipe.final_steps`` steps lets the learning
+    rate fall linearly to 0 (:class:`~minitransformer.schedules.LinearTailSchedule`, saved
+    with the optimizer) and the run stops at the first check after it; with
+    ``final_steps=0`` it stops at the target. It also stops at
     ``max_steps`` / after ``time_budget`` seconds (wall clock, curriculum checks included),
     or when ``stop_when(trainer, metrics)``, called after every check with the check's
     metrics (``exact_match``, ``residue_accuracy``, ``max_len``, ``n``), returns True.
@@ -253,7 +270,8 @@ def train_codon_model(recipe: CodonRecipe | None = None, *, table=1, data: pd.Da
     else:
         batches = TableBatches(data, recipe, data_rng)
         # the caller's recipe is left as it was: this run's copy stops at the data's longest
-        recipe = CodonRecipe(**{**recipe.to_dict(),
+        # (and trains no further than the data goes)
+        recipe = CodonRecipe(**{**recipe.to_dict(), "train_past": 1.0,
                                 "final_max_len": min(recipe.final_max_len, int(batches.lengths.max()))})
         batches.recipe = recipe
     backend_name = model.backend_name
@@ -278,25 +296,42 @@ def train_codon_model(recipe: CodonRecipe | None = None, *, table=1, data: pd.Da
         # every check); a larger one confirms that the final target is really reached.
         # Only the checks every check_every steps move the curriculum and draw from the
         # run's check generator; the one at the end of a run that stops between them
-        # draws from a copy, so stopping and resuming changes nothing.
+        # draws from a copy, so stopping and resuming changes nothing. At the top of the
+        # curriculum the checks read the promised lengths, 1..final_max_len.
         scheduled = t.step % recipe.check_every == 0
         rng = check_rng if scheduled else copy.deepcopy(check_rng)
         pending["check_rng_state"] = copy.deepcopy(check_rng.bit_generator.state) if scheduled else None
         top = batches.max_len
-        scores = check_set(recipe.check_size, top, rng)
-        if top >= recipe.final_max_len and scores["exact_match"] >= recipe.target_exact:
-            scores = check_set(recipe.confirm_size, top, rng)
+        span = recipe.final_max_len if top >= recipe.train_max_len else top
+        scores = check_set(recipe.check_size, span, rng)
+        reached = top >= recipe.train_max_len and scores["exact_match"] >= recipe.target_exact
+        if reached and final_phase_start() is None:
+            scores = check_set(recipe.confirm_size, span, rng)
         metrics = {"exact_match": scores["exact_match"], "residue_accuracy": scores["residue_accuracy"],
-                   "max_len": top, "n": scores["n"]}
-        if scheduled and scores["exact_match"] >= recipe.advance_at and top < recipe.final_max_len:
-            batches.max_len = min(2 * top, recipe.final_max_len)
+                   "max_len": span, "n": scores["n"]}
+        if scheduled and scores["exact_match"] >= recipe.advance_at and top < recipe.train_max_len:
+            batches.max_len = min(2 * top, recipe.train_max_len)
             curriculum.append((t.step, time.perf_counter() - started, batches.max_len))
+        if (scheduled and recipe.final_steps and isinstance(t.optimizer.schedule, Schedule)
+                and final_phase_start() is None and metrics["n"] >= recipe.confirm_size
+                and metrics["exact_match"] >= recipe.target_exact):
+            t.optimizer.schedule = LinearTailSchedule(t.optimizer.schedule, t.optimizer.step_count,
+                                                      recipe.final_steps)
         pending["check_rng_state"] = None
         return metrics
+
+    def final_phase_start() -> int | None:
+        # the step the final phase started at; the optimizer's schedule holds it (and so
+        # does every checkpoint of the run)
+        schedule = trainer.optimizer.schedule
+        return schedule.start if isinstance(schedule, LinearTailSchedule) else None
 
     def done(metrics: dict) -> bool:
         if stop_when is not None and stop_when(trainer, metrics):
             return True
+        if recipe.final_steps and isinstance(trainer.optimizer.schedule, Schedule):
+            start = final_phase_start()
+            return start is not None and trainer.optimizer.step_count >= start + recipe.final_steps
         return (metrics["max_len"] >= recipe.final_max_len and metrics["n"] >= recipe.confirm_size
                 and metrics["exact_match"] >= recipe.target_exact)
 
