@@ -35,6 +35,20 @@ def test_synthetic_batches_follow_the_curriculum_and_the_token_budget():
     assert 3 * recipe.start_max_len < longest <= 120
 
 
+def test_synthetic_batches_add_long_and_short_proteins():
+    def share_of_short(**shares):   # proteins of at most 10 residues, once the range is 1..40
+        batches = SyntheticBatches(CodonRecipe(max_tokens=300, **shares), 1, np.random.default_rng(0))
+        batches.max_len = 40
+        pad = rna_vocabulary().pad_id
+        lengths = np.concatenate([(next(batches).src != pad).sum(axis=1) // 3 for _ in range(300)])
+        assert lengths.min() >= 1 and lengths.max() <= 40
+        return np.mean(lengths <= 10)
+
+    # uniform 1..40 and half again from 20..40: 1/6 short; half again from 1..10 as well: 3/8
+    assert 0.13 < share_of_short(long_share=0.5, short_share=0.0) < 0.2
+    assert 0.33 < share_of_short(long_share=0.5, short_share=0.5) < 0.42
+
+
 def test_table_batches_use_only_rows_within_the_curriculum():
     pairs = generate_pairs(300, 1, 30, seed=1)
     batches = TableBatches(pairs, CodonRecipe(max_tokens=200), np.random.default_rng(0))

@@ -64,7 +64,7 @@ class CodonRecipe:
     max_grad_norm: float = 0.0    #: global-norm gradient clipping; 0 turns it off
     stop_rate: float = 0.05       #: probability that a residue is a stop codon
     long_share: float = 0.5       #: extra pairs from the upper half of the length range, per pair
-    short_share: float = 0.5      #: extra pairs of 1..start_max_len residues, per pair: without them length 1 was 91% exact
+    short_share: float = 0.5      #: extra pairs of 1..start_max_len residues, per pair: without, 1-residue proteins 91% exact
     warmup_steps: int = 400
     lr_factor: float = 0.5        #: scales the paper's schedule d^-0.5 min(s^-0.5, s w^-1.5)
     check_every: int = 100        #: steps between curriculum checks
