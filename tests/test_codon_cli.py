@@ -309,7 +309,7 @@ def test_translate_long_sequences_in_pieces(model_path, capsys):
     from minitransformer.codon.train import safe_piece_codons, split_into_pieces, translate_rna
     model, ckpt = load_model(model_path)
     longest = ckpt.metadata["curriculum"][-1][2]
-    # auto: pieces of 90% of the longest trained length, clear of the weak edge
+    # auto: pieces of 5/6 of the longest trained length, clear of the weak edge
     assert safe_piece_codons(longest) < longest
     assert auto == "".join(translate_rna(model, split_into_pieces(rna, safe_piece_codons(longest))))
     assert in_pieces == "".join(translate_rna(model, split_into_pieces(rna, 10)))

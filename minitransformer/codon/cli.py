@@ -335,7 +335,7 @@ def _add_translate(sub):
                    help="beam search with N beams (1: greedy decoding)")
     p.add_argument("--piece-codons", default="auto", metavar="N",
                    help="translate a sequence longer than N codons in near-equal pieces of at most N codons "
-                        "and join the proteins; 'auto': 90%% of the longest protein the model was trained on "
+                        "and join the proteins; 'auto': 5/6 of the longest protein the model was trained on "
                         "(models do not extrapolate past it, and are weakest right at it); 0: always whole")
     add_backend(p)
 

@@ -156,7 +156,7 @@ def translate_real_genes(model, genes, trained_up_to: int) -> list[dict]:
     whole too); a row of scores per gene, its errors counted by alignment."""
     size = safe_piece_codons(trained_up_to)
     print(f"[3/4] translating {len(genes)} real genes ({get_genetic_code(TABLE)}); genes longer than "
-          f"{size} codons in pieces of at most {size} (90% of the longest proteins the model was trained on)")
+          f"{size} codons in pieces of at most {size} (5/6 of the longest proteins the model was trained on)")
     piece_proteins = translate_pieces(model, genes["rna"], size)
     predicted = ["".join(p) for p in piece_proteins]
     pieces = [len(p) for p in piece_proteins]
