@@ -249,6 +249,21 @@ def test_a_resumed_run_goes_through_the_final_phase_as_an_uninterrupted_one(stop
         assert np.array_equal(a.data, b.data), name
 
 
+def test_a_recipe_recorded_before_the_new_fields_keeps_its_old_behaviour():
+    from types import SimpleNamespace
+
+    from minitransformer.codon.checkpoints import checkpoint_recipe
+
+    run = train_codon_model(CodonRecipe(**TINY), seed=0, max_steps=1, progress=False)
+    old = {k: v for k, v in CodonRecipe(**TINY).to_dict().items()
+           if k not in ("train_past", "short_share", "final_steps")}
+    recipe = checkpoint_recipe(run.model, SimpleNamespace(metadata={"recipe": old}))
+    assert (recipe.train_past, recipe.short_share, recipe.final_steps) == (1.0, 0.0, 0)
+    assert recipe.train_max_len == recipe.final_max_len
+    new = checkpoint_recipe(run.model, SimpleNamespace(metadata={"recipe": CodonRecipe(**TINY).to_dict()}))
+    assert (new.train_past, new.short_share, new.final_steps) == (1.2, 0.5, 1500)
+
+
 def test_a_checkpoint_without_training_state_cannot_be_resumed(tmp_path):
     from minitransformer.checkpoint import CheckpointError, load_model, save_checkpoint
 
