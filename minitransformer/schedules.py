@@ -16,7 +16,7 @@ import math
 from . import backend
 from .validation import check_int, check_number
 
-__all__ = ["Schedule", "ConstantSchedule", "NoamSchedule", "WarmupCosineSchedule", "SCHEDULES",
+__all__ = ["Schedule", "ConstantSchedule", "NoamSchedule", "WarmupCosineSchedule", "LinearTailSchedule", "SCHEDULES",
            "schedule_from_dict", "as_schedule", "clip_grad_norm"]
 
 
@@ -145,8 +145,40 @@ class WarmupCosineSchedule(Schedule):
                 "total_steps": self.total_steps, "min_lr": self.min_lr}
 
 
+class LinearTailSchedule(Schedule):
+    """Another schedule, ``base``, up to step ``start``; then the same rate times a line that
+    falls to 0 over the next ``steps`` steps::
+
+        step <= start:                 lr = base(step)
+        start < step < start + steps:  lr = base(step) * (1 - (step - start) / steps)
+        step >= start + steps:         lr = 0
+
+    A final phase of training that settles the weights once a run has learned what it was
+    to learn (the codon recipe's ``final_steps``). ``base`` may be given as the dict of its
+    :meth:`~Schedule.to_dict`, which is how it is saved inside this one.
+    """
+
+    name = "linear_tail"
+
+    def __init__(self, base, start: int, steps: int):
+        self.base = base if callable(base) else schedule_from_dict(base)
+        if not isinstance(self.base, Schedule):
+            raise TypeError(f"the base of a linear_tail schedule must be a Schedule (it is saved with it), "
+                            f"got {type(base).__name__}")
+        self.start = check_int("start", start, minimum=0)
+        self.steps = check_int("steps", steps, minimum=1)
+
+    def __call__(self, step: int) -> float:
+        lr = self.base(step)
+        into = _check_step(step) - self.start
+        return lr if into <= 0 else lr * max(0.0, 1.0 - into / self.steps)
+
+    def _arguments(self) -> dict:
+        return {"base": self.base.to_dict(), "start": self.start, "steps": self.steps}
+
+
 #: name → schedule class, for :func:`schedule_from_dict`.
-SCHEDULES = {cls.name: cls for cls in (ConstantSchedule, NoamSchedule, WarmupCosineSchedule)}
+SCHEDULES = {cls.name: cls for cls in (ConstantSchedule, NoamSchedule, WarmupCosineSchedule, LinearTailSchedule)}
 
 
 def schedule_from_dict(d: dict) -> Schedule:

@@ -35,6 +35,20 @@ def test_synthetic_batches_follow_the_curriculum_and_the_token_budget():
     assert 3 * recipe.start_max_len < longest <= 120
 
 
+def test_synthetic_batches_add_long_and_short_proteins():
+    def share_of_short(**shares):   # proteins of at most 10 residues, once the range is 1..40
+        batches = SyntheticBatches(CodonRecipe(max_tokens=300, **shares), 1, np.random.default_rng(0))
+        batches.max_len = 40
+        pad = rna_vocabulary().pad_id
+        lengths = np.concatenate([(next(batches).src != pad).sum(axis=1) // 3 for _ in range(300)])
+        assert lengths.min() >= 1 and lengths.max() <= 40
+        return np.mean(lengths <= 10)
+
+    # uniform 1..40 and half again from 20..40: 1/6 short; half again from 1..10 as well: 3/8
+    assert 0.13 < share_of_short(long_share=0.5, short_share=0.0) < 0.2
+    assert 0.33 < share_of_short(long_share=0.5, short_share=0.5) < 0.42
+
+
 def test_table_batches_use_only_rows_within_the_curriculum():
     pairs = generate_pairs(300, 1, 30, seed=1)
     batches = TableBatches(pairs, CodonRecipe(max_tokens=200), np.random.default_rng(0))
@@ -55,7 +69,9 @@ def test_scores_and_buckets():
 
 
 def test_auto_pieces_stay_below_the_longest_trained_length():
-    assert safe_piece_codons(100) == 90
+    # the default model's auto pieces: the promised length, inside the trained range
+    assert safe_piece_codons(CodonRecipe().train_max_len) == CodonRecipe().final_max_len == 100
+    assert safe_piece_codons(100) == 83
     assert safe_piece_codons(12) == 10 and safe_piece_codons(1) == 1
     assert all(safe_piece_codons(n) < n for n in range(2, 500))
 
@@ -179,6 +195,73 @@ def test_a_resumed_run_equals_an_uninterrupted_one(stop, source, tmp_path, monke
     checks = [h[h["step"] > 13].dropna(subset=["eval_residue_accuracy"])[["step", "eval_residue_accuracy"]]
               .reset_index(drop=True) for h in (straight.history, resumed.history)]
     assert len(checks[0]) == 3 and checks[0].equals(checks[1])   # steps 15, 20 and the last, 24
+
+
+def test_the_curriculum_trains_past_the_promised_length_as_far_as_max_len_allows():
+    recipe = CodonRecipe()
+    assert (recipe.final_max_len, recipe.train_max_len) == (100, 120)
+    assert 3 * recipe.train_max_len <= recipe.max_len           # its RNA fits the model
+    assert CodonRecipe(final_max_len=100, max_len=330).train_max_len == 110
+    assert CodonRecipe(final_max_len=100, max_len=256).train_max_len == 100   # never short of the promise
+    assert CodonRecipe(final_max_len=30, train_past=1.0).train_max_len == 30
+
+
+def _final_phase_recipe():
+    # checks every 5 steps; the curriculum 10 -> 20 -> 40 -> 48 (1.2 x 40) by step 15; the
+    # target (0: any score) is first met at step 20, then 10 steps with the rate falling to 0
+    return CodonRecipe(**{**TINY, "advance_at": 0.0, "final_max_len": 40, "max_tokens": 150,
+                          "target_exact": 0.0, "final_steps": 10})
+
+
+def test_the_final_phase_lets_the_rate_fall_to_zero_then_stops():
+    from minitransformer.schedules import LinearTailSchedule
+
+    run = train_codon_model(_final_phase_recipe(), seed=3, max_steps=100, progress=False)
+    assert [c[::2] for c in run.curriculum] == [(0, 10), (5, 20), (10, 40), (15, 48)]
+    schedule = run.trainer.optimizer.schedule
+    assert isinstance(schedule, LinearTailSchedule) and schedule.start == 20 and schedule.steps == 10
+    assert run.trainer.step == 30 and run.trainer.stop_reason == "target reached"
+    checks = run.history.dropna(subset=["eval_n"]).set_index("step")
+    # the checks at the top read the promised lengths; the confirm set only once, at step 20
+    assert checks.loc[[15, 20, 25, 30], "eval_max_len"].tolist() == [40, 40, 40, 40]
+    assert checks.loc[[15, 20, 25, 30], "eval_n"].tolist() == [10, 20, 10, 10]
+    assert run.trainer.optimizer.current_lr == 0.0
+    # without a final phase the run stops at the target, as soon as the confirm set reads it
+    at_once = train_codon_model(CodonRecipe(**{**_final_phase_recipe().to_dict(), "final_steps": 0}), seed=3,
+                                max_steps=100, progress=False)
+    assert at_once.trainer.step == 20 and not isinstance(at_once.trainer.optimizer.schedule, LinearTailSchedule)
+
+
+@pytest.mark.parametrize("stop_at", [13, 23])   # before the final phase, and inside it
+def test_a_resumed_run_goes_through_the_final_phase_as_an_uninterrupted_one(stop_at, tmp_path):
+    from minitransformer.checkpoint import load_model
+    from minitransformer.codon.checkpoints import checkpoint_recipe, save_run
+
+    straight = train_codon_model(_final_phase_recipe(), seed=3, max_steps=100, progress=False)
+    first = train_codon_model(_final_phase_recipe(), seed=3, max_steps=stop_at, progress=False)
+    save_run(tmp_path / "half.npz", first)
+    model, ckpt = load_model(tmp_path / "half.npz")
+    resumed = train_codon_model(checkpoint_recipe(model, ckpt), seed=3, max_steps=100, progress=False,
+                                model=model, resume=ckpt)
+    assert resumed.trainer.step == straight.trainer.step == 30
+    assert resumed.trainer.optimizer.schedule == straight.trainer.optimizer.schedule
+    for (name, a), (_, b) in zip(straight.model.named_parameters(), resumed.model.named_parameters()):
+        assert np.array_equal(a.data, b.data), name
+
+
+def test_a_recipe_recorded_before_the_new_fields_keeps_its_old_behaviour():
+    from types import SimpleNamespace
+
+    from minitransformer.codon.checkpoints import checkpoint_recipe
+
+    run = train_codon_model(CodonRecipe(**TINY), seed=0, max_steps=1, progress=False)
+    old = {k: v for k, v in CodonRecipe(**TINY).to_dict().items()
+           if k not in ("train_past", "short_share", "final_steps")}
+    recipe = checkpoint_recipe(run.model, SimpleNamespace(metadata={"recipe": old}))
+    assert (recipe.train_past, recipe.short_share, recipe.final_steps) == (1.0, 0.0, 0)
+    assert recipe.train_max_len == recipe.final_max_len
+    new = checkpoint_recipe(run.model, SimpleNamespace(metadata={"recipe": CodonRecipe(**TINY).to_dict()}))
+    assert (new.train_past, new.short_share, new.final_steps) == (1.2, 0.5, 1500)
 
 
 def test_a_checkpoint_without_training_state_cannot_be_resumed(tmp_path):

@@ -10,6 +10,7 @@ from minitransformer.module import Parameter
 from minitransformer.optim import (SGD, Adam, AdamW, ConstantSchedule, NoamSchedule, Optimizer,
                                    WarmupCosineSchedule, clip_grad_norm, optimizer_from_state_dict,
                                    schedule_from_dict)
+from minitransformer.schedules import LinearTailSchedule
 
 SHAPES = [(6, 5), (5,), (3, 2, 4), (1,)]
 
@@ -227,7 +228,8 @@ def test_warmup_cosine_schedule_values():
     ConstantSchedule(3e-4),
     NoamSchedule(d_model=128, warmup_steps=4000, factor=1.5),
     WarmupCosineSchedule(peak_lr=1e-3, warmup_steps=100, total_steps=1000, min_lr=1e-6),
-], ids=["constant", "noam", "cosine"])
+    LinearTailSchedule(NoamSchedule(d_model=64, warmup_steps=400, factor=0.5), start=900, steps=600),
+], ids=["constant", "noam", "cosine", "linear tail"])
 def test_schedule_dict_round_trip(schedule):
     d = schedule.to_dict()
     assert json.loads(json.dumps(d)) == d
@@ -252,10 +254,26 @@ def test_schedule_dict_round_trip(schedule):
     (lambda: schedule_from_dict({"name": "triangle"}), "unknown schedule"),
     (lambda: schedule_from_dict({"lr": 1.0}), "name"),
     (lambda: NoamSchedule(d_model=64, warmup_steps=10)(-1), "step"),
+    (lambda: LinearTailSchedule(ConstantSchedule(0.1), start=-1, steps=10), "start"),
+    (lambda: LinearTailSchedule(ConstantSchedule(0.1), start=5, steps=0), "steps"),
+    (lambda: LinearTailSchedule({"name": "triangle"}, start=5, steps=10), "unknown schedule"),
 ])
 def test_schedules_reject_bad_arguments(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_linear_tail_schedule_values():
+    noam = NoamSchedule(d_model=64, warmup_steps=400, factor=0.5)
+    s = LinearTailSchedule(noam, start=1000, steps=500)
+    assert [s(t) for t in (1, 400, 999, 1000)] == [noam(t) for t in (1, 400, 999, 1000)]   # the base until start
+    assert s(1100) == pytest.approx(noam(1100) * 0.8, rel=1e-14)    # 100 of 500 steps down the line
+    assert s(1250) == pytest.approx(noam(1250) * 0.5, rel=1e-14)
+    assert s(1500) == 0.0 and s(4000) == 0.0
+    values = [s(t) for t in range(1000, 1501)]
+    assert all(a > b for a, b in zip(values, values[1:]))
+    with pytest.raises(TypeError, match="must be a Schedule"):
+        LinearTailSchedule(lambda step: 0.1, start=5, steps=10)
 
 
 def test_current_lr_follows_the_schedule():

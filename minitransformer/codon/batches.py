@@ -112,7 +112,8 @@ class SyntheticBatches(_PooledBatches):
     """Endless batches of fresh random pairs; the curriculum sets ``max_len``.
 
     Pairs are drawn a pool at a time (about ``pool_batches`` batches' worth), with protein
-    lengths uniform in ``min_len..max_len``, then grouped by length into batches of at most
+    lengths uniform in ``min_len..max_len`` (with extra long ones, ``long_share``, and extra
+    short ones, ``short_share``), then grouped by length into batches of at most
     ``max_tokens`` padded source nucleotides (see :func:`length_bucketed_batches`), so
     almost no padding is computed. A change of ``max_len`` takes effect with the next pool.
     """
@@ -136,6 +137,13 @@ class SyntheticBatches(_PooledBatches):
             low = max(self.min_len, self.max_len // 2)
             longer = generate_pairs(n_long, low, self.max_len, self.table, self.recipe.stop_rate, self.rng)
             pairs = pd.concat([pairs, longer], ignore_index=True)
+        n_short = int(round(self.recipe.short_share * n))
+        if n_short:
+            # and the shortest ones, whose end comes right after their first codons, grow as
+            # rare once the range is long: add proteins of the curriculum's first range again
+            high = min(self.max_len, max(self.min_len, self.recipe.start_max_len))
+            shorter = generate_pairs(n_short, self.min_len, high, self.table, self.recipe.stop_rate, self.rng)
+            pairs = pd.concat([pairs, shorter], ignore_index=True)
         lengths = 3 * pairs["protein"].str.len().to_numpy()
         groups = length_bucketed_batches(lengths, self.recipe.max_tokens, self.rng)
         rnas, proteins = pairs["rna"].to_numpy(), pairs["protein"].to_numpy()

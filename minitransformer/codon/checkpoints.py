@@ -116,9 +116,18 @@ def model_table(ckpt, override=None) -> int:
     return get_genetic_code((ckpt.metadata or {}).get("table", 1)).table_id
 
 
+#: recipe fields newer than the first codon checkpoints, and the values that give the recipe
+#: such a checkpoint was trained with (no training past final_max_len, no extra short
+#: proteins, no final phase): a resumed run goes on as it began
+_FIELDS_ADDED = {"train_past": 1.0, "short_share": 0.0, "final_steps": 0}
+
+
 def checkpoint_recipe(model, ckpt) -> CodonRecipe:
-    """The recipe a codon checkpoint was trained with; its architecture always the model's own."""
+    """The recipe a codon checkpoint was trained with; its architecture always the model's own
+    (a recorded recipe without a field of :data:`_FIELDS_ADDED` gets that field's old value)."""
     recorded = (ckpt.metadata or {}).get("recipe")
+    if isinstance(recorded, dict):
+        recorded = {**_FIELDS_ADDED, **recorded}
     architecture = {name: getattr(model.config, name) for name in
                     ("d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers", "dropout",
                      "attention_dropout", "norm_first", "max_len")}

@@ -52,11 +52,12 @@ def _add_demo(sub):
         sub, "demo", _run_demo,
         help="train, evaluate and inspect the default codon model in one go (about five minutes, ten at most)",
         description="The whole codon story in one command: train the default model on fresh random\n"
-                    "pairs (proteins of 1-100 residues, standard genetic code) for --time-budget seconds,\n"
-                    "score it on fresh pairs of the training lengths and of twice the longest training\n"
-                    "length, translate real genes, and draw its learning curve, its accuracy by length\n"
-                    "and its attention. Everything is written to --out-dir. On a laptop CPU it takes\n"
-                    "about five minutes, ten at most (training stops after --time-budget seconds).",
+                    "pairs (proteins of 1-120 residues, standard genetic code; promised: 1-100) for\n"
+                    "--time-budget seconds, score it on fresh pairs of the promised lengths and of\n"
+                    "lengths past the training range, translate real genes, and draw its learning\n"
+                    "curve, its accuracy by length and its attention. Everything is written to\n"
+                    "--out-dir. On a laptop CPU it takes about five minutes, ten at most (training\n"
+                    "stops after --time-budget seconds).",
         epilog="example:\n  minitransformer codon demo --out-dir codon-demo")
     p.add_argument("--out-dir", default="codon-demo", metavar="DIR", help="where to write everything")
     p.add_argument("--time-budget", type=POSITIVE_NUMBER, default=480.0, metavar="SECONDS",
@@ -65,7 +66,7 @@ def _add_demo(sub):
     add_backend(p)
     add_seed(p, help="seed for the model and the training data")
     p.add_argument("--eval-pairs", type=POSITIVE_INT, default=2000, metavar="N",
-                   help="fresh pairs of the training lengths to score the model on")
+                   help="fresh pairs of the promised lengths (1-100 residues) to score the model on")
     p.add_argument("--long-eval-pairs", type=NON_NEGATIVE_INT, default=300, metavar="N",
                    help="fresh pairs longer than any in training to score it on (0: skip)")
     add_force(p, what="the model of an earlier demo in --out-dir")
@@ -133,9 +134,12 @@ def _add_train(sub):
         description="Train a Transformer to translate RNA into protein with the codon recipe: a\n"
                     "curriculum from short proteins to long ones, batches of one protein length,\n"
                     "Adam with warm-up. Without --data it trains on fresh random pairs every step.\n\n"
-                    "Training stops when a check set of the full length range is translated well\n"
-                    f"enough ({recipe.target_exact:.1%} exact), at --max-steps, at --time-budget, "
-                    "or on Ctrl-C\nor SIGTERM (which save the model first; --resume continues from it). Writes the\n"
+                    f"The curriculum trains on proteins of up to {recipe.train_max_len} residues for a promise of "
+                    f"{recipe.final_max_len}.\nOnce a check and then a confirm set of {recipe.confirm_size:,} "
+                    f"pairs of 1-{recipe.final_max_len} residues are\ntranslated well enough "
+                    f"({recipe.target_exact:.1%} exact), {recipe.final_steps:,} more steps let the learning rate\n"
+                    "fall to 0 and training stops; it also stops at --max-steps, at --time-budget, or on\n"
+                    "Ctrl-C or SIGTERM (which save the model first; --resume continues from it). Writes the\n"
                     "checkpoint, its training history (MODEL.history.csv) and a learning-curve picture\n"
                     "(MODEL.learning-curve.png).",
         epilog="example:\n  minitransformer codon train --time-budget 300 --out runs/codon.npz")
@@ -331,7 +335,7 @@ def _add_translate(sub):
                    help="beam search with N beams (1: greedy decoding)")
     p.add_argument("--piece-codons", default="auto", metavar="N",
                    help="translate a sequence longer than N codons in near-equal pieces of at most N codons "
-                        "and join the proteins; 'auto': 90%% of the longest protein the model was trained on "
+                        "and join the proteins; 'auto': 5/6 of the longest protein the model was trained on "
                         "(models do not extrapolate past it, and are weakest right at it); 0: always whole")
     add_backend(p)
 

@@ -98,7 +98,8 @@ def train_default_model(files: dict, *, time_budget: float, seed: int, backend=N
     default: ``files["model"]``, replaced if it exists)."""
     recipe, code = CodonRecipe(), get_genetic_code(TABLE)
     print(f"[1/4] training the default codon model ({code}) on fresh random proteins of "
-          f"{recipe.min_len}-{recipe.final_max_len} residues, for at most {time_budget:g} s")
+          f"{recipe.min_len}-{recipe.train_max_len} residues (promised: up to {recipe.final_max_len}), "
+          f"for at most {time_budget:g} s")
     t0 = time.perf_counter()
     run = train_codon_model(recipe, table=TABLE, seed=seed, backend=backend, time_budget=time_budget,
                             progress=progress)
@@ -121,16 +122,16 @@ def train_default_model(files: dict, *, time_budget: float, seed: int, backend=N
 
 
 def score_on_fresh_pairs(run, picture: Path, rng, *, n_in_range: int, n_longer: int) -> dict:
-    """Step 2: scores on ``n_in_range`` fresh pairs of the training lengths (``"in_range"``)
-    and ``n_longer`` of up to twice the longest (``"longer"``; none when 0); the accuracy
-    by length drawn to ``picture``."""
+    """Step 2: scores on ``n_in_range`` fresh pairs of the promised lengths (``"in_range"``:
+    1..``final_max_len``) and ``n_longer`` longer than any in training, up to twice the
+    promised length (``"longer"``; none when 0); the accuracy by length drawn to ``picture``."""
     import pandas as pd
 
     print("[2/4] scoring on fresh random pairs")
     recipe = run.recipe
-    sets = [("in_range", "the training lengths", recipe.min_len, recipe.final_max_len, n_in_range)]
+    sets = [("in_range", "the promised lengths", recipe.min_len, recipe.final_max_len, n_in_range)]
     if n_longer:
-        sets.append(("longer", "longer than any in training", recipe.final_max_len + 1,
+        sets.append(("longer", "longer than any in training", recipe.train_max_len + 1,
                      2 * recipe.final_max_len, n_longer))
     scores, by_length_all = {}, []
     for key, what, lo, hi, n in sets:
@@ -155,7 +156,7 @@ def translate_real_genes(model, genes, trained_up_to: int) -> list[dict]:
     whole too); a row of scores per gene, its errors counted by alignment."""
     size = safe_piece_codons(trained_up_to)
     print(f"[3/4] translating {len(genes)} real genes ({get_genetic_code(TABLE)}); genes longer than "
-          f"{size} codons in pieces of at most {size} (90% of the longest proteins the model was trained on)")
+          f"{size} codons in pieces of at most {size} (5/6 of the longest proteins the model was trained on)")
     piece_proteins = translate_pieces(model, genes["rna"], size)
     predicted = ["".join(p) for p in piece_proteins]
     pieces = [len(p) for p in piece_proteins]

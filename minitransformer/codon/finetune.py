@@ -68,7 +68,7 @@ def finetune_codon_model(model, *, table=2, data: pd.DataFrame | None = None, n_
     longest = int(data["protein"].str.len().max())
     recipe = CodonRecipe(**{**(recipe or CodonRecipe()).to_dict(),
                             "start_max_len": longest, "final_max_len": longest,
-                            "target_exact": target_exact, "check_every": check_every})
+                            "target_exact": target_exact, "check_every": check_every, "final_steps": 0})
     params = trainable_parameters(model, freeze)
     warmup_steps = min(warmup_steps, max_steps // 2)
     optimizer = Adam(params, lr=WarmupCosineSchedule(lr, warmup_steps, max_steps, lr / 10),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..plotting import plot_accuracy_by_length, plot_attention_layers, plot_learning_curves
+from ..schedules import LinearTailSchedule
 
 __all__ = ["SHOWN_ROWS", "pct", "row_list", "scores_line", "score_table", "json_scores",
            "describe_training", "difference_markers", "plot_codon_learning_curves",
@@ -84,13 +85,17 @@ def json_scores(overall: dict, by_length) -> dict:
 # --------------------------------------------------------------------------------------
 def describe_training(run, curriculum: bool = True) -> list[str]:
     """Lines about a :class:`~minitransformer.codon.train.CodonRun`: steps, why it stopped,
-    its curriculum (unless ``curriculum`` is False) and its last check."""
+    its curriculum (unless ``curriculum`` is False), its final phase and its last check."""
     trainer = run.trainer
     lines = [f"trained for {trainer.step} steps ({trainer.train_seconds:.0f} s of optimizer steps); "
              f"stopped: {getattr(trainer, 'stop_reason', None) or 'unknown'}"]
     if curriculum:
         steps = ", ".join(f"up to {int(c[2])} residues from step {int(c[0])}" for c in run.curriculum)
         lines.append(f"curriculum: {steps}")
+    tail = getattr(trainer.optimizer, "schedule", None)
+    if isinstance(tail, LinearTailSchedule):
+        lines.append(f"final phase: the target confirmed at step {tail.start}, then {tail.steps} steps with the "
+                     f"learning rate falling linearly to 0")
     check = _last_check(run.history)
     if check is not None:
         span = (f"{run.recipe.min_len}-{int(check['eval_max_len'])} residues" if "eval_max_len" in check
