@@ -16,6 +16,39 @@ from .nn import ACTIVATIONS
 from .validation import check_int, check_number
 
 
+#: Where a model's positions come from: added to the embeddings (the paper's sinusoids, or a
+#: learned table), or inside every self-attention (RoPE, ALiBi; see
+#: :mod:`~minitransformer.positions`).
+POSITIONS = ("sinusoidal", "learned", "rope", "alibi")
+#: The schemes that act inside self-attention (cross-attention gets no positions from them).
+ATTENTION_POSITIONS = ("rope", "alibi")
+
+
+def resolve_positions(config) -> list[str]:
+    """Make ``config.positions`` and the older ``config.learned_positions`` say the same thing.
+
+    ``learned_positions=True`` is the older spelling of ``positions="learned"``: a config
+    (or checkpoint) written before ``positions`` existed has only it, and means what it
+    meant. Returns the problems (empty when the two agree); fixes ``learned_positions`` to
+    follow ``positions``."""
+    positions, learned = config.positions, config.learned_positions
+    if not isinstance(learned, (bool, np.bool_)):
+        return [f"learned_positions must be True or False, got {learned!r}"]
+    if positions not in POSITIONS:
+        return [f"positions must be one of {list(POSITIONS)}, got {positions!r}"]
+    if learned and positions == "sinusoidal":
+        config.positions = positions = "learned"
+    if learned and positions != "learned":
+        return [f"learned_positions=True contradicts positions={positions!r}; give positions alone "
+                f"(learned_positions=True is the older spelling of positions='learned')"]
+    config.learned_positions = positions == "learned"
+    if positions == "rope" and isinstance(config.d_model, int) and isinstance(config.n_heads, int) \
+            and config.n_heads > 0 and (config.d_model // config.n_heads) % 2:
+        return [f"positions='rope' turns pairs of features, so d_model / n_heads must be even, got "
+                f"{config.d_model} / {config.n_heads}"]
+    return []
+
+
 class JSONConfig:
     """What every model config shares: a dict and JSON round trip, refusing unknown fields
     (a misspelt setting in a file must not be dropped silently). Mixed into dataclasses."""
@@ -56,11 +89,12 @@ class TransformerConfig(JSONConfig):
     activation: str = "relu"
     norm_first: bool = False        #: False: the paper's post-LN; True: pre-LN
     tie_embeddings: bool = False    #: target embedding shared with the output projection
-    learned_positions: bool = False
+    learned_positions: bool = False  #: the older spelling of positions="learned"
     scale_embeddings: bool = True   #: multiply embeddings by sqrt(d_model), as the paper does
     pad_id: int = 0
     dtype: str = "float32"
     seed: int = 0                   #: initial weights and dropout masks
+    positions: str = "sinusoidal"   #: one of :data:`POSITIONS`; "rope" and "alibi" act in self-attention
 
     def __post_init__(self):
         self.validate()
@@ -85,7 +119,8 @@ class TransformerConfig(JSONConfig):
             check(check_number, name, value)
             if isinstance(value, (int, float, np.integer, np.floating)) and not 0.0 <= value < 1.0:
                 problems.append(f"{name} must be in [0, 1), got {value}")
-        for name in ("norm_first", "tie_embeddings", "learned_positions", "scale_embeddings"):
+        problems += resolve_positions(self)
+        for name in ("norm_first", "tie_embeddings", "scale_embeddings"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 problems.append(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not problems and self.d_model % self.n_heads:
@@ -98,3 +133,9 @@ class TransformerConfig(JSONConfig):
             problems.append(f"pad_id={self.pad_id} must be a valid id of both vocabularies")
         if problems:
             raise ValueError("invalid TransformerConfig: " + "; ".join(problems))
+
+
+def self_attention_positions(positions: str) -> str | None:
+    """What a model's self-attention layers add for its ``positions``: "rope", "alibi", or
+    None (the positions were added to the embeddings)."""
+    return positions if positions in ATTENTION_POSITIONS else None

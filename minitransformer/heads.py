@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import backend as _backend
-from .nn import (ACTIVATIONS, Dropout, Embedding, LayerNorm, Linear, Module, Parameter, PositionalEncoding,
-                 as_generator)
-from .config import JSONConfig
+from .nn import (ACTIVATIONS, Dropout, Embedding, LayerNorm, Linear, Module, Parameter, as_generator,
+                 positional_encoding)
+from .config import JSONConfig, resolve_positions
 from .transformer import Encoder, TransformerConfig
 
 
@@ -48,11 +48,12 @@ class StackConfig(JSONConfig):
     activation: str = "gelu"        #: in the feed-forward networks and the masked-LM head
     norm_first: bool = False        #: False: post-LN (BERT); True: pre-LN (GPT-2)
     tie_embeddings: bool = True     #: the output projection reads the token embedding table
-    learned_positions: bool = False
+    learned_positions: bool = False  #: the older spelling of positions="learned"
     scale_embeddings: bool = True   #: multiply embeddings by sqrt(d_model)
     pad_id: int = 0
     dtype: str = "float32"
     seed: int = 0                   #: initial weights and dropout masks
+    positions: str = "sinusoidal"   #: as :attr:`TransformerConfig.positions`
 
     def __post_init__(self):
         self.validate()
@@ -66,6 +67,7 @@ class StackConfig(JSONConfig):
             problems.append(f"n_layers must be a non-negative integer, got {self.n_layers!r}")
         if not problems and self.d_model % self.n_heads:
             problems.append(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        problems += resolve_positions(self)
         problems += [f"{name} must be in [0, 1), got {getattr(self, name)}"
                      for name in ("dropout", "attention_dropout") if not 0.0 <= getattr(self, name) < 1.0]
         if self.activation not in ACTIVATIONS:
@@ -89,7 +91,7 @@ class StackConfig(JSONConfig):
             n_heads=self.n_heads, d_ff=self.d_ff, n_encoder_layers=self.n_layers, n_decoder_layers=0,
             dropout=self.dropout, attention_dropout=self.attention_dropout, max_len=self.max_len,
             activation=self.activation, norm_first=self.norm_first, pad_id=self.pad_id,
-            dtype=self.dtype, seed=self.seed)
+            dtype=self.dtype, seed=self.seed, positions=self.positions)
 
 
 def is_count(value, minimum) -> bool:
@@ -119,7 +121,7 @@ class Embeddings(Module):
     def __init__(self, config: StackConfig, rng, dropout_rng):
         c, kw = config, dict(rng=rng, dtype=config.dtype)
         self.token = Embedding(c.vocab_size, c.d_model, c.pad_id, c.scale_embeddings, **kw)
-        self.position = PositionalEncoding(c.d_model, c.max_len, c.learned_positions, **kw)
+        self.position = positional_encoding(c.positions, c.d_model, c.max_len, **kw)
         self.dropout = Dropout(c.dropout, dropout_rng)
 
     def forward(self, ids, start=0):

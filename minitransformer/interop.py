@@ -93,7 +93,7 @@ __all__ = ["to_torch", "from_torch", "torch_parameter_names", "torch_parameter_m
 #: The settings that decide the architecture: a PyTorch module and a model must agree on them.
 ARCHITECTURE_FIELDS = ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff",
                        "n_encoder_layers", "n_decoder_layers", "max_len", "activation", "norm_first",
-                       "tie_embeddings", "learned_positions", "scale_embeddings", "pad_id")
+                       "tie_embeddings", "learned_positions", "scale_embeddings", "pad_id", "positions")
 
 #: Our LayerNorm's epsilon, which is also PyTorch's default.
 LAYER_NORM_EPS = 1e-5
@@ -231,6 +231,10 @@ def _torch_classes():
         def __init__(self, config: TransformerConfig, dtype=None, device=None):
             super().__init__()
             self.config = c = TransformerConfig.from_dict(config.to_dict())   # a copy, validated
+            if c.positions not in ("sinusoidal", "learned"):
+                raise ValueError(f"the PyTorch twin covers positions='sinusoidal' and 'learned', not "
+                                 f"positions={c.positions!r}; tests/test_positions.py checks RoPE and ALiBi "
+                                 f"against PyTorch instead")
             kw = dict(dtype=dtype or torch.float32, device=device)
             self.pad_id = c.pad_id
             self.embed_scale = math.sqrt(c.d_model) if c.scale_embeddings else 1.0
