@@ -20,10 +20,10 @@ from minitransformer.config import TransformerConfig
 from minitransformer.decoder_only import DecoderOnly, DecoderOnlyConfig, generate
 from minitransformer.decoding import decode_step, greedy_decode, start_decoding
 from minitransformer.encoder_only import EncoderOnlyConfig, EncoderOnly
-from minitransformer.gradcheck import check_function, check_module, numerical_gradient, relative_error
-from minitransformer.losses import CrossEntropyLoss
+from minitransformer.gradcheck import check_function, check_module, relative_error
 from minitransformer.positions import alibi_bias, alibi_slopes, rope_backward, rope_forward
-from minitransformer.transformer import Transformer, causal_mask, padding_mask
+from minitransformer.transformer import Transformer, causal_mask
+from test_transformer import assert_whole_model_gradient
 
 TOL = 1e-7       # finite differences, as in tests/test_gradcheck_layers.py
 SAME = 1e-12     # two computations of the same float64 numbers
@@ -191,23 +191,10 @@ def _batch(rng):
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("positions", ["rope", "alibi"])
-def test_whole_model_gradient(positions, path, rng):
+def test_whole_model_gradient(positions, path):
     model = Transformer(small_config(positions=positions))
     model.use_math(path)
-    src, tgt_in = _batch(rng)
-    tgt_out = rng.integers(3, 7, (3, 5))
-    tgt_out[1, 3:] = PAD     # padded positions carry no loss (the padding row gets no gradient)
-    criterion = CrossEntropyLoss(ignore_index=PAD, label_smoothing=0.1)
-
-    def loss():
-        return float(criterion.forward(model.forward(src, tgt_in), tgt_out))
-
-    model.zero_grad()
-    loss()
-    model.backward(criterion.backward())
-    worst = {name: relative_error(p.grad.copy(), numerical_gradient(loss, p.data))
-             for name, p in model.named_parameters()}
-    assert max(worst.values()) <= 1e-6, sorted(worst.items(), key=lambda kv: -kv[1])[:3]
+    assert_whole_model_gradient(model)
 
 
 @pytest.mark.parametrize("positions", ["rope", "alibi"])
