@@ -25,23 +25,24 @@ ATTENTION_POSITIONS = ("rope", "alibi")
 
 
 def resolve_positions(config) -> list[str]:
-    """Make ``config.positions`` and the older ``config.learned_positions`` say the same thing.
+    """Read the older ``config.learned_positions`` into ``config.positions``, then set it to
+    None: ``positions`` alone says where the positions come from.
 
-    ``learned_positions=True`` is the older spelling of ``positions="learned"``: a config
-    (or checkpoint) written before ``positions`` existed has only it, and means what it
-    meant. Returns the problems (empty when the two agree); fixes ``learned_positions`` to
-    follow ``positions``."""
+    ``learned_positions=True`` is the older spelling of ``positions="learned"`` (and False of
+    the default): a config or checkpoint written before ``positions`` existed has only it,
+    and means what it meant. Returns the problems (empty when there are none)."""
     positions, learned = config.positions, config.learned_positions
-    if not isinstance(learned, (bool, np.bool_)):
+    if learned is not None and not isinstance(learned, (bool, np.bool_)):
         return [f"learned_positions must be True or False, got {learned!r}"]
     if positions not in POSITIONS:
         return [f"positions must be one of {list(POSITIONS)}, got {positions!r}"]
-    if learned and positions == "sinusoidal":
-        config.positions = positions = "learned"
-    if learned and positions != "learned":
-        return [f"learned_positions=True contradicts positions={positions!r}; give positions alone "
-                f"(learned_positions=True is the older spelling of positions='learned')"]
-    config.learned_positions = positions == "learned"
+    if learned is not None:
+        if learned and positions == "sinusoidal":
+            positions = "learned"
+        if bool(learned) != (positions == "learned"):
+            return [f"learned_positions={learned} contradicts positions={positions!r}; give positions alone "
+                    f"(learned_positions=True is the older spelling of positions='learned')"]
+        config.positions, config.learned_positions = positions, None
     if positions == "rope" and isinstance(config.d_model, int) and isinstance(config.n_heads, int) \
             and config.n_heads > 0 and (config.d_model // config.n_heads) % 2:
         return [f"positions='rope' turns pairs of features, so d_model / n_heads must be even, got "
@@ -89,7 +90,7 @@ class TransformerConfig(JSONConfig):
     activation: str = "relu"
     norm_first: bool = False        #: False: the paper's post-LN; True: pre-LN
     tie_embeddings: bool = False    #: target embedding shared with the output projection
-    learned_positions: bool = False  #: the older spelling of positions="learned"
+    learned_positions: bool | None = None  #: the older spelling of positions="learned"; read, then None
     scale_embeddings: bool = True   #: multiply embeddings by sqrt(d_model), as the paper does
     pad_id: int = 0
     dtype: str = "float32"

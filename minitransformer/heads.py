@@ -48,7 +48,7 @@ class StackConfig(JSONConfig):
     activation: str = "gelu"        #: in the feed-forward networks and the masked-LM head
     norm_first: bool = False        #: False: post-LN (BERT); True: pre-LN (GPT-2)
     tie_embeddings: bool = True     #: the output projection reads the token embedding table
-    learned_positions: bool = False  #: the older spelling of positions="learned"
+    learned_positions: bool | None = None  #: the older spelling of positions="learned"; read, then None
     scale_embeddings: bool = True   #: multiply embeddings by sqrt(d_model)
     pad_id: int = 0
     dtype: str = "float32"

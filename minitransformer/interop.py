@@ -240,7 +240,7 @@ def _torch_classes():
             self.embed_scale = math.sqrt(c.d_model) if c.scale_embeddings else 1.0
             self.src_embed = nn.Embedding(c.src_vocab_size, c.d_model, padding_idx=c.pad_id, **kw)
             self.tgt_embed = nn.Embedding(c.tgt_vocab_size, c.d_model, padding_idx=c.pad_id, **kw)
-            if c.learned_positions:
+            if c.positions == "learned":
                 self.src_pos = PositionTable(0.02 * torch.randn(c.max_len, c.d_model, **kw), True)
                 self.tgt_pos = PositionTable(0.02 * torch.randn(c.max_len, c.d_model, **kw), True)
             else:
@@ -338,7 +338,7 @@ def to_torch(model, dtype=None):
     torch = _import_torch()
     torch_model = _torch_classes()["TorchTransformer"](model.config, dtype=_torch_dtype(torch, dtype, model))
     with torch.no_grad():
-        if not model.config.learned_positions:
+        if model.config.positions != "learned":
             torch_model.src_pos.table.copy_(torch.from_numpy(_backend.to_numpy(model.src_pos.positions)))
         ours = dict(model.named_parameters())
         for name, (param, transform) in torch_parameter_map(model, torch_model).items():

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from minitransformer import fast, nn
+from minitransformer.backend import asarray, to_numpy
 from minitransformer import functional as F
 from minitransformer.config import TransformerConfig
 from minitransformer.decoder_only import DecoderOnly, DecoderOnlyConfig, generate
@@ -99,18 +100,19 @@ def test_attention_with_a_bias_and_a_mask(path, rng):
 # --------------------------------------------------------------------------------------
 # Multi-head attention with positions, both paths
 # --------------------------------------------------------------------------------------
-def _attention(positions, path, rng, d=8, heads=2):
-    layer = nn.MultiHeadAttention(d, heads, rng=rng, dtype=np.float64, positions=positions)
+def _attention(positions, path, rng, d=8, heads=2, backend=None):
+    layer = nn.MultiHeadAttention(d, heads, rng=rng, dtype=np.float64, positions=positions, backend=backend)
     layer.use_math(path)
-    layer.b_in.data[:] = rng.standard_normal(3 * d)   # zero biases would hide a wrong gradient
+    layer.b_in.data[:] = asarray(rng.standard_normal(3 * d), backend)   # zero biases would hide a wrong gradient
     return layer
 
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("positions", ["rope", "alibi"])
-def test_self_attention_gradient(positions, path, rng):
-    layer = _attention(positions, path, rng)
-    check_module(layer, rng.standard_normal((3, 6, 8)), mask=_mask()).assert_ok(TOL)
+def test_self_attention_gradient(positions, path, rng, backend_name):
+    layer = _attention(positions, path, rng, backend=backend_name)
+    x = asarray(rng.standard_normal((3, 6, 8)), backend_name)
+    check_module(layer, x, mask=asarray(_mask(), backend_name)).assert_ok(TOL)
 
 
 @pytest.mark.parametrize("positions", ["rope", "alibi"])
@@ -198,23 +200,23 @@ def test_whole_model_gradient(positions, path):
 
 
 @pytest.mark.parametrize("positions", ["rope", "alibi"])
-def test_cached_decoding_equals_uncached(positions, rng):
+def test_cached_decoding_equals_uncached(positions, rng, backend_name):
     """Step by step, the cached logits are those of the whole prefix run again: RoPE turns a
     new key by its absolute position, ALiBi biases from the new query's absolute position."""
-    model = Transformer(small_config(positions=positions, d_model=16, n_heads=4))
+    model = Transformer(small_config(positions=positions, d_model=16, n_heads=4), backend=backend_name)
     model.eval()
-    src, _ = _batch(rng)
+    src = asarray(_batch(rng)[0], backend_name)
     memory, src_mask = model.encode(src)
     caches = start_decoding(model, memory, src_mask, 12)
     tokens = np.full((3, 1), BOS)
     for _ in range(10):
-        cached = decode_step(model, tokens[:, -1], caches, src_mask)
-        whole = model.decode(tokens, memory, src_mask)[:, -1]
+        cached = decode_step(model, asarray(tokens[:, -1], backend_name), caches, src_mask)
+        whole = model.decode(asarray(tokens, backend_name), memory, src_mask)[:, -1]
         assert relative_error(cached, whole) <= SAME
         tokens = np.concatenate([tokens, rng.integers(3, 7, (3, 1))], axis=1)
     a = greedy_decode(model, src, bos_id=BOS, eos_id=EOS, max_len=20, use_cache=True, return_array=True)
     b = greedy_decode(model, src, bos_id=BOS, eos_id=EOS, max_len=20, use_cache=False, return_array=True)
-    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
 
 
 @pytest.mark.parametrize("positions", ["rope", "alibi"])
@@ -257,14 +259,19 @@ def test_old_configs_mean_what_they_meant():
     old = small_config().to_dict()
     del old["positions"]
     assert TransformerConfig.from_dict(old).positions == "sinusoidal"
-    assert TransformerConfig.from_dict({**old, "learned_positions": True}).positions == "learned"
-    assert small_config(positions="learned").learned_positions is True
-    assert small_config(positions="rope").learned_positions is False
+    assert TransformerConfig.from_dict({**old, "learned_positions": False}).positions == "sinusoidal"
+    learned = TransformerConfig.from_dict({**old, "learned_positions": True})
+    assert (learned.positions, learned.learned_positions) == ("learned", None)
+    # one setting says it: changing positions later is not undone by a stale older spelling
+    assert dataclasses.replace(learned, positions="rope").positions == "rope"
+    assert dataclasses.replace(learned, positions="sinusoidal").positions == "sinusoidal"
 
 
 @pytest.mark.parametrize("kw, words", [
     (dict(positions="relative"), "positions must be one of"),
     (dict(positions="rope", learned_positions=True), "contradicts positions='rope'"),
+    (dict(positions="learned", learned_positions=False), "contradicts positions='learned'"),
+    (dict(learned_positions="yes"), "learned_positions must be True or False"),
     (dict(positions="rope", d_model=6, n_heads=2), "d_model / n_heads must be even"),
 ])
 def test_bad_positions_are_one_clear_error(kw, words):
