@@ -28,6 +28,9 @@ import dataclasses
 import sys
 import time
 
+import numpy as np
+
+from minitransformer.codon.alignment import alignment_scores
 from minitransformer.codon.data import generate_pairs
 from minitransformer.codon.train import CodonRecipe, score_translations, train_codon_model, translate_rna
 from minitransformer.cpu import blas_threads
@@ -54,11 +57,35 @@ def run_arm(scheme: str, time_budget: float, eval_sets: dict, seed: int = 0) -> 
            "curriculum": run.curriculum[-1][2]}
     for (lo, hi), pairs in eval_sets.items():
         t0 = time.perf_counter()
-        scores = score_translations(translate_rna(run.model, pairs["rna"]), list(pairs["protein"]))
+        predicted, expected = translate_rna(run.model, pairs["rna"]), list(pairs["protein"])
+        scores = {**score_translations(predicted, expected), **error_kinds(predicted, expected)}
         row[f"{lo}-{hi}"] = scores
         print(f"  {scheme} {lo}-{hi}: exact {scores['exact_match']:.3f}, residues "
               f"{scores['residue_accuracy']:.3f} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
     return row
+
+
+def error_kinds(predicted, expected) -> dict:
+    """What goes wrong: the median of (predicted length - expected length), the share of
+    proteins written too short, and the edits by alignment per expected residue."""
+    gap = np.array([len(p) - len(e) for p, e in zip(predicted, expected)])
+    edits = alignment_scores(predicted, expected)
+    residues = max(sum(len(e) for e in expected), 1)
+    return {"median_length_error": float(np.median(gap)), "too_short": float(np.mean(gap < 0)),
+            **{kind: edits[kind] / residues for kind in ("substitutions", "insertions", "deletions")}}
+
+
+def errors_table(rows: list[dict]) -> str:
+    """Per scheme and length range: median length error, share too short, and substitutions /
+    insertions / deletions per residue (by alignment)."""
+    lines = ["| positions | lengths | median length error | too short | substitutions | insertions | deletions |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        for lo, hi in RANGES:
+            r = row[f"{lo}-{hi}"]
+            lines.append(f"| {row['positions']} | {lo}-{hi} | {r['median_length_error']:+.0f} | {r['too_short']:.2f} | "
+                         f"{r['substitutions']:.3f} | {r['insertions']:.3f} | {r['deletions']:.3f} |")
+    return "\n".join(lines)
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -95,6 +122,8 @@ def main(argv=None) -> None:
     print(f"\n{n_eval} fresh pairs per range, translated whole (greedy, KV cache); "
           f"{budget:.0f} s of training per scheme, seed 0.\n")
     print(markdown_table(rows))
+    print("\nWhat goes wrong (edits per expected residue, counted by alignment):\n")
+    print(errors_table(rows))
 
 
 if __name__ == "__main__":
