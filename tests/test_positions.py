@@ -302,3 +302,14 @@ def test_the_default_model_is_unchanged(rng):
     assert isinstance(model.src_pos, nn.PositionalEncoding) and model.src_pos is model.tgt_pos
     explicit = Transformer(dataclasses.replace(small_config(), positions="sinusoidal"))
     np.testing.assert_array_equal(explicit.forward(src, tgt_in), logits)
+
+
+@pytest.mark.parametrize("positions", ["rope", "alibi"])
+def test_a_checkpoint_rebuilds_the_model(positions, tmp_path, rng):
+    from minitransformer.checkpoint import load_model, save_checkpoint
+    model = Transformer(small_config(positions=positions))
+    save_checkpoint(tmp_path / "m.npz", model)
+    loaded, _ = load_model(tmp_path / "m.npz")
+    assert loaded.config.positions == positions
+    src, tgt_in = _batch(rng)
+    np.testing.assert_array_equal(loaded.forward(src, tgt_in), model.forward(src, tgt_in))
