@@ -16,6 +16,40 @@ from .nn import ACTIVATIONS
 from .validation import check_int, check_number
 
 
+#: Where a model's positions come from: added to the embeddings (the paper's sinusoids, or a
+#: learned table), or inside every self-attention (RoPE, ALiBi; see
+#: :mod:`~minitransformer.positions`).
+POSITIONS = ("sinusoidal", "learned", "rope", "alibi")
+#: The schemes that act inside self-attention (cross-attention gets no positions from them).
+ATTENTION_POSITIONS = ("rope", "alibi")
+
+
+def resolve_positions(config) -> list[str]:
+    """Read the older ``config.learned_positions`` into ``config.positions``, then set it to
+    None: ``positions`` alone says where the positions come from.
+
+    ``learned_positions=True`` is the older spelling of ``positions="learned"`` (and False of
+    the default): a config or checkpoint written before ``positions`` existed has only it,
+    and means what it meant. Returns the problems (empty when there are none)."""
+    positions, learned = config.positions, config.learned_positions
+    if learned is not None and not isinstance(learned, (bool, np.bool_)):
+        return [f"learned_positions must be True or False, got {learned!r}"]
+    if positions not in POSITIONS:
+        return [f"positions must be one of {list(POSITIONS)}, got {positions!r}"]
+    if learned is not None:
+        if learned and positions == "sinusoidal":
+            positions = "learned"
+        if bool(learned) != (positions == "learned"):
+            return [f"learned_positions={learned} contradicts positions={positions!r}; give positions alone "
+                    f"(learned_positions=True is the older spelling of positions='learned')"]
+        config.positions, config.learned_positions = positions, None
+    if positions == "rope" and isinstance(config.d_model, int) and isinstance(config.n_heads, int) \
+            and config.n_heads > 0 and (config.d_model // config.n_heads) % 2:
+        return [f"positions='rope' turns pairs of features, so d_model / n_heads must be even, got "
+                f"{config.d_model} / {config.n_heads}"]
+    return []
+
+
 class JSONConfig:
     """What every model config shares: a dict and JSON round trip, refusing unknown fields
     (a misspelt setting in a file must not be dropped silently). Mixed into dataclasses."""
@@ -56,11 +90,12 @@ class TransformerConfig(JSONConfig):
     activation: str = "relu"
     norm_first: bool = False        #: False: the paper's post-LN; True: pre-LN
     tie_embeddings: bool = False    #: target embedding shared with the output projection
-    learned_positions: bool = False
+    learned_positions: bool | None = None  #: the older spelling of positions="learned"; read, then None
     scale_embeddings: bool = True   #: multiply embeddings by sqrt(d_model), as the paper does
     pad_id: int = 0
     dtype: str = "float32"
     seed: int = 0                   #: initial weights and dropout masks
+    positions: str = "sinusoidal"   #: one of :data:`POSITIONS`; "rope" and "alibi" act in self-attention
 
     def __post_init__(self):
         self.validate()
@@ -71,7 +106,8 @@ class TransformerConfig(JSONConfig):
         problems = field_problems(
             self, positive=("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "max_len"),
             non_negative=("n_encoder_layers", "n_decoder_layers", "pad_id", "seed"),
-            flags=("norm_first", "tie_embeddings", "learned_positions", "scale_embeddings"))
+            flags=("norm_first", "tie_embeddings", "scale_embeddings"))
+        problems += resolve_positions(self)
         if not problems and not (0 <= self.pad_id < min(self.src_vocab_size, self.tgt_vocab_size)):
             problems.append(f"pad_id={self.pad_id} must be a valid id of both vocabularies")
         if problems:
@@ -114,3 +150,9 @@ def field_problems(config, *, positive=(), non_negative=(), flags=()) -> list[st
     if config.dtype not in ("float32", "float64"):
         problems.append(f"dtype must be 'float32' or 'float64', got {config.dtype!r}")
     return problems
+
+
+def self_attention_positions(positions: str) -> str | None:
+    """What a model's self-attention layers add for its ``positions``: "rope", "alibi", or
+    None (the positions were added to the embeddings)."""
+    return positions if positions in ATTENTION_POSITIONS else None

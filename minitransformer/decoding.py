@@ -90,12 +90,12 @@ def cached_self_attention(x, attention, cache: KVCache):
     to their own: their queries, keys and values come from the layer's own projection, and
     the keys and values join the cache (query i of a step that starts at position s sees
     keys 0 .. s + i; with one new position, every cached key)."""
-    q, k, v = attention.project_self(x)
     start = cache.length
+    q, k, v = attention.project_self(x, start)   # RoPE turns them by their absolute positions
     keys, values = cache.append(k, v)
     xp = get_array_module(q)
     causal = xp.arange(keys.shape[2])[None, :] <= start + xp.arange(q.shape[2])[:, None]
-    return attention.attend(q, keys, values, causal[None, None])
+    return attention.attend(q, keys, values, causal[None, None], start)
 
 
 def _cached_cross_attention(y, attention, cache, cross_mask):

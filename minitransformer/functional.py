@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .backend import get_array_module, random_keep_mask, scatter_add_rows
+from .positions import alibi_bias, alibi_slopes, rope_backward, rope_forward  # noqa: F401 (offered here)
 
 #: What masked attention scores are set to before the softmax: a large *finite* negative
 #: number, so exp() of it is exactly 0 next to any real score and nothing becomes NaN.
@@ -285,8 +286,8 @@ class AttentionCache(NamedTuple):
     scale: float          # s = 1 / sqrt(d_k)
 
 
-def attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, training=True):
-    """out = softmax(Q K^T / sqrt(d_k) + mask) V, over the last two axes.
+def attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, training=True, bias=None):
+    """out = softmax(Q K^T / sqrt(d_k) + bias + mask) V, over the last two axes.
 
     Shapes: q (..., Tq, d_k), k (..., Tk, d_k), v (..., Tk, d_v) -> out (..., Tq, d_v),
     where ``...`` is usually (batch, heads). ``mask`` is boolean, broadcastable to
@@ -294,11 +295,15 @@ def attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, training=True
     :data:`MASK_VALUE` before the softmax, so they get exactly zero weight. A query that
     may attend to *no* key has only masked scores, which the softmax would spread evenly;
     its weights are set to zero instead (a zero output, never NaN). Optional dropout acts
-    on the attention weights.
+    on the attention weights. ``bias``, broadcastable to (..., Tq, Tk), is a constant added
+    to the scores before the mask (ALiBi's :func:`alibi_bias`); the mask replaces masked
+    scores whatever their bias.
     """
     xp = get_array_module(q)
     scale = 1.0 / math.sqrt(q.shape[-1])
     scores = (q @ xp.swapaxes(k, -1, -2)) * scale             # S = s Q K^T
+    if bias is not None:
+        scores = scores + bias                                 # S = s Q K^T + bias
     if mask is not None:
         scores = xp.where(mask, scores, MASK_VALUE)
     weights, _ = softmax_forward(scores)                       # A = softmax(S)
@@ -317,9 +322,10 @@ def attention_backward(dout, cache):
     * out = A' V:             dA' = dout V^T,  dV = A'^T dout
     * dropout:                dA = dropout_backward(dA')
     * softmax, row by row:    dS = A * (dA - sum_j dA_ij A_ij)   (softmax_backward)
-    * S = s Q K^T:            dQ = s dS K,  dK = s dS^T Q
+    * S = s Q K^T (+ bias):   dQ = s dS K,  dK = s dS^T Q
 
-    Masked entries have A = 0, so dS = 0 there: no gradient flows to masked keys, and
+    A bias is a constant: dS passes through the addition unchanged and the bias gets
+    nothing. Masked entries have A = 0, so dS = 0 there: no gradient flows to masked keys, and
     a row with no key at all (A = 0 everywhere) sends none either. Returns ``(dq, dk, dv)``.
     """
     xp = get_array_module(dout)
@@ -356,10 +362,12 @@ class MultiHeadAttentionCache(NamedTuple):
     out_cache: LinearCache        # out = concat(heads) W_O + b_O
     n_heads: int
     self_attention: bool          # x_kv was None: K and V came from x_q
+    q_rotary: Any = None          # RotaryCache of the query heads (RoPE), or None
+    k_rotary: Any = None          # RotaryCache of the key heads
 
 
 def multi_head_attention_forward(x_q, x_kv, w_in, b_in, w_out, b_out, n_heads, mask=None,
-                                 dropout_p=0.0, rng=None, training=True):
+                                 dropout_p=0.0, rng=None, training=True, rotary=None, bias=None):
     """Multi-head attention: out = concat(head_1, ..., head_H) W_O + b_O, where
     head_h = attention(Q_h, K_h, V_h) and Q_h, K_h, V_h are the h-th slices of
     d_k = d / n_heads features of
@@ -368,6 +376,10 @@ def multi_head_attention_forward(x_q, x_kv, w_in, b_in, w_out, b_out, n_heads, m
 
     ``w_in = [W_Q | W_K | W_V]`` (d, 3d) and ``b_in`` (3d,) hold the three projections side
     by side. ``x_kv=None`` is self-attention: keys and values come from x_q too.
+
+    Positions inside attention: ``rotary = (q_positions, k_positions)`` turns the query and
+    key heads by their positions (RoPE, :func:`rope_forward`) before the scores;
+    ``bias`` (H, Tq, Tk) is added to the scores (ALiBi, :func:`alibi_bias`).
     """
     d = w_out.shape[0]
     self_attention = x_kv is None
@@ -376,16 +388,21 @@ def multi_head_attention_forward(x_q, x_kv, w_in, b_in, w_out, b_out, n_heads, m
     q, q_cache = linear_forward(x_q, w_in[:, :d], b_in[:d])
     k, k_cache = linear_forward(x_kv, w_in[:, d:2 * d], b_in[d:2 * d])
     v, v_cache = linear_forward(x_kv, w_in[:, 2 * d:], b_in[2 * d:])
-    heads, attention_cache = attention_forward(split_heads(q, n_heads), split_heads(k, n_heads),
-                                               split_heads(v, n_heads), mask, dropout_p, rng, training)
+    qh, kh = split_heads(q, n_heads), split_heads(k, n_heads)
+    q_rotary = k_rotary = None
+    if rotary is not None:   # RoPE: every query and key head turned by its position
+        qh, q_rotary = rope_forward(qh, rotary[0])
+        kh, k_rotary = rope_forward(kh, rotary[1])
+    heads, attention_cache = attention_forward(qh, kh, split_heads(v, n_heads), mask, dropout_p, rng,
+                                               training, bias)
     out, out_cache = linear_forward(merge_heads(heads), w_out, b_out)
     return out, MultiHeadAttentionCache(q_cache, k_cache, v_cache, attention_cache, out_cache,
-                                        n_heads, self_attention)
+                                        n_heads, self_attention, q_rotary, k_rotary)
 
 
 def multi_head_attention_backward(dout, cache):
-    """The forward read bottom to top: output projection, merge heads, attention, split
-    heads, the three input projections. The gradients of W_Q, W_K, W_V are put side by side
+    """The forward read bottom to top: output projection, merge heads, attention, (RoPE,)
+    split heads, the three input projections. The gradients of W_Q, W_K, W_V are put side by side
     as ``dw_in``, like the weights. x_q feeds Q, and in self-attention K and V too: its
     gradient is the sum of what comes back through each.
 
@@ -396,6 +413,8 @@ def multi_head_attention_backward(dout, cache):
     n_heads = cache.n_heads
     dconcat, dw_out, db_out = linear_backward(dout, cache.out_cache)
     dqh, dkh, dvh = attention_backward(split_heads(dconcat, n_heads), cache.attention_cache)
+    if cache.q_rotary is not None:   # RoPE: turned back
+        dqh, dkh = rope_backward(dqh, cache.q_rotary), rope_backward(dkh, cache.k_rotary)
     dx_q, dw_q, db_q = linear_backward(merge_heads(dqh), cache.q_cache)
     dx_k, dw_k, db_k = linear_backward(merge_heads(dkh), cache.k_cache)
     dx_v, dw_v, db_v = linear_backward(merge_heads(dvh), cache.v_cache)

@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import backend as _backend
-from .nn import (ACTIVATIONS, Dropout, Embedding, LayerNorm, Linear, Module, Parameter, PositionalEncoding,
-                 as_generator)
-from .config import JSONConfig, field_problems
+from .nn import (ACTIVATIONS, Dropout, Embedding, LayerNorm, Linear, Module, Parameter, as_generator,
+                 positional_encoding)
+from .config import JSONConfig, field_problems, resolve_positions
 from .transformer import Encoder, TransformerConfig
 
 
@@ -46,23 +46,26 @@ class StackConfig(JSONConfig):
     activation: str = "gelu"        #: in the feed-forward networks and the masked-LM head
     norm_first: bool = False        #: False: post-LN (BERT); True: pre-LN (GPT-2)
     tie_embeddings: bool = True     #: the output projection reads the token embedding table
-    learned_positions: bool = False
+    learned_positions: bool | None = None  #: the older spelling of positions="learned"; read, then None
     scale_embeddings: bool = True   #: multiply embeddings by sqrt(d_model)
     pad_id: int = 0
     dtype: str = "float32"
     seed: int = 0                   #: initial weights and dropout masks
+    positions: str = "sinusoidal"   #: as :attr:`TransformerConfig.positions`
 
     def __post_init__(self):
         self.validate()
 
     def _problems(self) -> list[str]:
         """What is wrong with the settings (empty when nothing is): the checks of
-        :func:`~minitransformer.config.field_problems`, types as well as values, then the
-        padding id; subclasses add theirs."""
+        :func:`~minitransformer.config.field_problems`, types as well as values, the
+        positions (:func:`~minitransformer.config.resolve_positions`), then the padding id;
+        subclasses add theirs."""
         problems = field_problems(
             self, positive=("vocab_size", "d_model", "n_heads", "d_ff", "max_len"),
             non_negative=("n_layers", "pad_id", "seed"),
-            flags=("norm_first", "tie_embeddings", "learned_positions", "scale_embeddings"))
+            flags=("norm_first", "tie_embeddings", "scale_embeddings"))
+        problems += resolve_positions(self)
         if not problems and not 0 <= self.pad_id < self.vocab_size:
             problems.append(f"pad_id={self.pad_id} must be a token id, in [0, {self.vocab_size})")
         return problems
@@ -80,7 +83,7 @@ class StackConfig(JSONConfig):
             n_heads=self.n_heads, d_ff=self.d_ff, n_encoder_layers=self.n_layers, n_decoder_layers=0,
             dropout=self.dropout, attention_dropout=self.attention_dropout, max_len=self.max_len,
             activation=self.activation, norm_first=self.norm_first, pad_id=self.pad_id,
-            dtype=self.dtype, seed=self.seed)
+            dtype=self.dtype, seed=self.seed, positions=self.positions)
 
 
 # --------------------------------------------------------------------------------------
@@ -92,7 +95,7 @@ class Embeddings(Module):
     def __init__(self, config: StackConfig, rng, dropout_rng):
         c, kw = config, dict(rng=rng, dtype=config.dtype)
         self.token = Embedding(c.vocab_size, c.d_model, c.pad_id, c.scale_embeddings, **kw)
-        self.position = PositionalEncoding(c.d_model, c.max_len, c.learned_positions, **kw)
+        self.position = positional_encoding(c.positions, c.d_model, c.max_len, **kw)
         self.dropout = Dropout(c.dropout, dropout_rng)
 
     def forward(self, ids, start=0):

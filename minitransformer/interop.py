@@ -93,7 +93,7 @@ __all__ = ["to_torch", "from_torch", "torch_parameter_names", "torch_parameter_m
 #: The settings that decide the architecture: a PyTorch module and a model must agree on them.
 ARCHITECTURE_FIELDS = ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff",
                        "n_encoder_layers", "n_decoder_layers", "max_len", "activation", "norm_first",
-                       "tie_embeddings", "learned_positions", "scale_embeddings", "pad_id")
+                       "tie_embeddings", "learned_positions", "scale_embeddings", "pad_id", "positions")
 
 #: Our LayerNorm's epsilon, which is also PyTorch's default.
 LAYER_NORM_EPS = 1e-5
@@ -231,12 +231,16 @@ def _torch_classes():
         def __init__(self, config: TransformerConfig, dtype=None, device=None):
             super().__init__()
             self.config = c = TransformerConfig.from_dict(config.to_dict())   # a copy, validated
+            if c.positions not in ("sinusoidal", "learned"):
+                raise ValueError(f"the PyTorch twin covers positions='sinusoidal' and 'learned', not "
+                                 f"positions={c.positions!r}; tests/test_positions.py checks RoPE and ALiBi "
+                                 f"against PyTorch instead")
             kw = dict(dtype=dtype or torch.float32, device=device)
             self.pad_id = c.pad_id
             self.embed_scale = math.sqrt(c.d_model) if c.scale_embeddings else 1.0
             self.src_embed = nn.Embedding(c.src_vocab_size, c.d_model, padding_idx=c.pad_id, **kw)
             self.tgt_embed = nn.Embedding(c.tgt_vocab_size, c.d_model, padding_idx=c.pad_id, **kw)
-            if c.learned_positions:
+            if c.positions == "learned":
                 self.src_pos = PositionTable(0.02 * torch.randn(c.max_len, c.d_model, **kw), True)
                 self.tgt_pos = PositionTable(0.02 * torch.randn(c.max_len, c.d_model, **kw), True)
             else:
@@ -334,7 +338,7 @@ def to_torch(model, dtype=None):
     torch = _import_torch()
     torch_model = _torch_classes()["TorchTransformer"](model.config, dtype=_torch_dtype(torch, dtype, model))
     with torch.no_grad():
-        if not model.config.learned_positions:
+        if model.config.positions != "learned":
             torch_model.src_pos.table.copy_(torch.from_numpy(_backend.to_numpy(model.src_pos.positions)))
         ours = dict(model.named_parameters())
         for name, (param, transform) in torch_parameter_map(model, torch_model).items():

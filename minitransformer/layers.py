@@ -34,7 +34,7 @@ from . import functional as F
 from .fast import fused
 from .module import Module, ModuleList, Parameter
 
-__all__ = ["Linear", "Embedding", "PositionalEncoding", "LayerNorm", "ReLU", "GELU", "Softmax",
+__all__ = ["Linear", "Embedding", "PositionalEncoding", "NoPositionalEncoding", "positional_encoding", "LayerNorm", "ReLU", "GELU", "Softmax",
            "Dropout", "ACTIVATIONS", "as_generator"]
 
 
@@ -190,9 +190,7 @@ class PositionalEncoding(Module):
         table = self.positions
         _check_float_input("PositionalEncoding", x, self.d_model, table.dtype)
         length = x.shape[-2]
-        if start + length > self.max_len:
-            raise ValueError(f"sequence of length {start + length} is longer than max_len={self.max_len} "
-                             f"of the positional encoding; build the model with a larger max_len")
+        _check_length(start + length, self.max_len)
         self._cache = (start, length)
         return x + table[start:start + length]
 
@@ -204,6 +202,39 @@ class PositionalEncoding(Module):
 
     def extra_repr(self):
         return f"d_model={self.d_model}, max_len={self.max_len}, learned={self.learned}"
+
+
+def _check_length(length, max_len):
+    if length > max_len:
+        raise ValueError(f"sequence of length {length} is longer than max_len={max_len} "
+                         f"of the positional encoding; build the model with a larger max_len")
+
+
+class NoPositionalEncoding(Module):
+    """y = x: nothing added to the embeddings, for RoPE and ALiBi, whose positions act inside
+    every self-attention (:class:`~minitransformer.sublayers.MultiHeadAttention`). It keeps
+    :class:`PositionalEncoding`'s ``forward(x, start)`` and its limit of ``max_len``."""
+
+    def __init__(self, max_len=512):
+        self.max_len = max_len
+
+    def forward(self, x, start=0):
+        _check_length(start + x.shape[-2], self.max_len)
+        return x
+
+    def backward(self, dy):
+        return dy
+
+    def extra_repr(self):
+        return f"max_len={self.max_len}, positions inside attention"
+
+
+def positional_encoding(positions, d_model, max_len, *, rng=None, dtype=None):
+    """What a model adds to its embeddings for its ``positions`` setting (one of
+    :data:`~minitransformer.config.POSITIONS`): the sinusoids, a learned table, or nothing."""
+    if positions in ("rope", "alibi"):
+        return NoPositionalEncoding(max_len)
+    return PositionalEncoding(d_model, max_len, positions == "learned", rng=rng, dtype=dtype)
 
 
 # --------------------------------------------------------------------------------------

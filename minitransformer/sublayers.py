@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from . import functional as F
+from .backend import get_array_module
 from .module import Module
 from .layers import ACTIVATIONS, Dropout, Linear, ReLU, _check_float_input, _math, _param, as_generator
 
@@ -36,14 +37,25 @@ class MultiHeadAttention(Module):
     and values from ``x_kv`` (B, Tk, d) (cross-attention). ``mask`` is a boolean array
     broadcastable to (B, n_heads, Tq, Tk), True where attending is allowed.
     ``backward(dout)`` returns ``(dx_q, dx_kv)``, with ``dx_kv = None`` for self-attention.
+
+    ``positions``: None (the default: positions, if any, came with the inputs), ``"rope"``
+    (queries and keys turned by their positions, :func:`~minitransformer.positions.rope_forward`)
+    or ``"alibi"`` (the scores biased by distance, :func:`~minitransformer.positions.alibi_bias`).
+    Query t and key t are both at position t (self-attention); a decoding step passes the
+    position of its first query as ``start`` to :meth:`project_self` and :meth:`attend`.
     """
 
     def __init__(self, d_model, n_heads, dropout=0.0, *, rng=None, dropout_rng=None, dtype=None,
-                 backend=None):
+                 backend=None, positions=None):
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        if positions not in (None, "rope", "alibi"):
+            raise ValueError(f"MultiHeadAttention positions must be None, 'rope' or 'alibi', got {positions!r}")
+        if positions == "rope" and (d_model // n_heads) % 2:
+            raise ValueError(f"RoPE turns pairs of features: d_model / n_heads = {d_model // n_heads} must be even")
         rng = as_generator(rng)
-        self.d_model, self.n_heads = d_model, n_heads
+        self.d_model, self.n_heads, self.positions = d_model, n_heads, positions
+        self.slopes = F.alibi_slopes(n_heads) if positions == "alibi" else None
         limit = math.sqrt(6.0 / (d_model + d_model))  # Glorot for each d x d block
         self.w_in = _param(rng.uniform(-limit, limit, (d_model, 3 * d_model)), dtype, backend)
         self.b_in = _param(np.zeros(3 * d_model), dtype, backend)
@@ -67,12 +79,24 @@ class MultiHeadAttention(Module):
             scores_shape = (x_q.shape[0], self.n_heads, x_q.shape[1], kv.shape[1])
             check_attention_mask(mask, scores_shape)
 
+    def _positions(self, x, q_len, k_len, start=0):
+        """``(rotary, bias)`` for queries at positions start .. start + q_len - 1 and keys at
+        0 .. k_len - 1: what :func:`functional.multi_head_attention_forward` takes."""
+        if self.positions is None:
+            return None, None
+        xp = get_array_module(x)
+        q_positions, k_positions = start + xp.arange(q_len), xp.arange(k_len)
+        if self.positions == "rope":
+            return (q_positions, k_positions), None
+        return None, F.alibi_bias(self.slopes, q_positions, k_positions, self.w_in.dtype)
+
     def forward(self, x_q, x_kv=None, mask=None):
         self._check(x_q, x_kv, mask)
         dropout, math_fns = self.attn_dropout, _math(self)
+        rotary, bias = self._positions(x_q, x_q.shape[1], (x_q if x_kv is None else x_kv).shape[1])
         out, cache = math_fns.multi_head_attention_forward(
             x_q, x_kv, self.w_in.data, self.b_in.data, self.w_out.data, self.b_out.data,
-            self.n_heads, mask, dropout.p, dropout.rng, self.training)
+            self.n_heads, mask, dropout.p, dropout.rng, self.training, rotary, bias)
         self._cache = (math_fns, cache)
         return out
 
@@ -87,11 +111,16 @@ class MultiHeadAttention(Module):
         return dx_q, dx_kv
 
     # -- inference pieces for incremental decoding (no cache for backward is kept) -----
-    def project_self(self, x):
-        """Q, K, V heads (B, H, T, d_k) of ``x``, from the one fused projection."""
+    def project_self(self, x, start=0):
+        """Q, K, V heads (B, H, T, d_k) of ``x``, from the one fused projection; with RoPE, Q
+        and K turned by their positions start .. start + T - 1."""
         d = self.d_model
         qkv = x @ self.w_in.data + self.b_in.data
-        return tuple(F.split_heads(qkv[..., i * d:(i + 1) * d], self.n_heads) for i in range(3))
+        q, k, v = (F.split_heads(qkv[..., i * d:(i + 1) * d], self.n_heads) for i in range(3))
+        if self.positions == "rope":
+            positions = start + get_array_module(x).arange(x.shape[1])
+            q, k = F.rope_forward(q, positions)[0], F.rope_forward(k, positions)[0]
+        return q, k, v
 
     def project_queries(self, x):
         """Query heads (B, H, T, d_k) of ``x`` (cross-attention)."""
@@ -105,9 +134,11 @@ class MultiHeadAttention(Module):
         return (F.split_heads(kv[..., :d], self.n_heads).copy(),
                 F.split_heads(kv[..., d:], self.n_heads).copy())
 
-    def attend(self, q, k, v, mask=None):
-        """Attention of query heads over key/value heads, heads merged and projected."""
-        heads, _ = _math(self).attention_forward(q, k, v, mask, training=False)
+    def attend(self, q, k, v, mask=None, start=0):
+        """Attention of query heads over key/value heads, heads merged and projected; with
+        ALiBi, the queries at positions start .. and the keys at 0 .. biased by distance."""
+        bias = self._positions(q, q.shape[2], k.shape[2], start)[1]   # (RoPE turned q and k already)
+        heads, _ = _math(self).attention_forward(q, k, v, mask, training=False, bias=bias)
         return F.merge_heads(heads) @ self.w_out.data + self.b_out.data
 
     @property
@@ -119,7 +150,8 @@ class MultiHeadAttention(Module):
         return math_fns.multi_head_attention_weights(cache)
 
     def extra_repr(self):
-        return f"d_model={self.d_model}, n_heads={self.n_heads}"
+        where = f", positions={self.positions}" if self.positions else ""
+        return f"d_model={self.d_model}, n_heads={self.n_heads}{where}"
 
 
 def check_attention_mask(mask, scores_shape):

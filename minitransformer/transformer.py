@@ -18,9 +18,9 @@ import numpy as np
 from . import backend as _backend
 from .layers import _math
 from .nn import (Dropout, Embedding, LayerNorm, Linear, Module, ModuleList,
-                 Parameter, PositionalEncoding, as_generator)
+                 Parameter, as_generator, positional_encoding)
 from .sublayers import FeedForward, MultiHeadAttention
-from .config import TransformerConfig
+from .config import TransformerConfig, self_attention_positions
 from .validation import check_id_batch
 
 
@@ -146,8 +146,8 @@ class EncoderLayer(Module):
 
     def __init__(self, config: TransformerConfig, rng, dropout_rng):
         c, kw = config, dict(rng=rng, dtype=config.dtype)
-        self.self_attn = MultiHeadAttention(c.d_model, c.n_heads, c.attention_dropout,
-                                            dropout_rng=dropout_rng, **kw)
+        self.self_attn = MultiHeadAttention(c.d_model, c.n_heads, c.attention_dropout, dropout_rng=dropout_rng,
+                                            positions=self_attention_positions(c.positions), **kw)
         self.dropout1 = Dropout(c.dropout, dropout_rng)
         self.norm1 = LayerNorm(c.d_model, dtype=c.dtype)
         self.feed_forward = FeedForward(c.d_model, c.d_ff, c.activation, c.dropout,
@@ -179,10 +179,11 @@ class DecoderLayer(Module):
 
     def __init__(self, config: TransformerConfig, rng, dropout_rng):
         c, kw = config, dict(rng=rng, dtype=config.dtype)
-        self.self_attn = MultiHeadAttention(c.d_model, c.n_heads, c.attention_dropout,
-                                            dropout_rng=dropout_rng, **kw)
+        self.self_attn = MultiHeadAttention(c.d_model, c.n_heads, c.attention_dropout, dropout_rng=dropout_rng,
+                                            positions=self_attention_positions(c.positions), **kw)
         self.dropout1 = Dropout(c.dropout, dropout_rng)
         self.norm1 = LayerNorm(c.d_model, dtype=c.dtype)
+        # no positions in cross-attention: query i and key j belong to different sequences
         self.cross_attn = MultiHeadAttention(c.d_model, c.n_heads, c.attention_dropout,
                                              dropout_rng=dropout_rng, **kw)
         self.dropout2 = Dropout(c.dropout, dropout_rng)
@@ -280,9 +281,9 @@ class Transformer(Module):
         kw = dict(rng=rng, dtype=c.dtype)
         self.src_embed = Embedding(c.src_vocab_size, c.d_model, c.pad_id, c.scale_embeddings, **kw)
         self.tgt_embed = Embedding(c.tgt_vocab_size, c.d_model, c.pad_id, c.scale_embeddings, **kw)
-        self.src_pos = PositionalEncoding(c.d_model, c.max_len, c.learned_positions, **kw)
-        self.tgt_pos = self.src_pos if not c.learned_positions else \
-            PositionalEncoding(c.d_model, c.max_len, True, **kw)
+        self.src_pos = positional_encoding(c.positions, c.d_model, c.max_len, **kw)
+        self.tgt_pos = self.src_pos if c.positions != "learned" else \
+            positional_encoding(c.positions, c.d_model, c.max_len, **kw)
         self.src_dropout = Dropout(c.dropout, dropout_rng)
         self.tgt_dropout = Dropout(c.dropout, dropout_rng)
         self.encoder = Encoder(c, rng, dropout_rng)

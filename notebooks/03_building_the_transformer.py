@@ -274,12 +274,12 @@ def count_parameters(c: TransformerConfig) -> int:
     total = c.n_encoder_layers * encoder_layer + c.n_decoder_layers * decoder_layer
     total += 2 * norm if c.norm_first else 0
     total += (c.src_vocab_size + c.tgt_vocab_size) * d
-    total += 2 * c.max_len * d if c.learned_positions else 0
+    total += 2 * c.max_len * d if c.positions == "learned" else 0
     total += c.tgt_vocab_size if c.tie_embeddings else d * c.tgt_vocab_size + c.tgt_vocab_size
     return total
 
 
-for overrides in [{}, {"tie_embeddings": True}, {"norm_first": True}, {"learned_positions": True},
+for overrides in [{}, {"tie_embeddings": True}, {"norm_first": True}, {"positions": "learned"},
                   {"n_encoder_layers": 3, "n_decoder_layers": 1, "d_ff": 96}]:
     settings = dict(src_vocab_size=11, tgt_vocab_size=13, d_model=32, n_heads=4, d_ff=64,
                     n_encoder_layers=2, n_decoder_layers=2, max_len=40)

@@ -107,7 +107,7 @@ def sinusoid_table(max_len, d_model, dtype):
 def with_own_positions(torch_model):
     """``torch_model`` with the sinusoid table of :func:`sinusoid_table` instead of ours."""
     c = torch_model.config
-    if not c.learned_positions:
+    if c.positions != "learned":
         with torch.no_grad():
             torch_model.src_pos.table.copy_(sinusoid_table(c.max_len, c.d_model, torch_model.src_pos.table.dtype))
         assert torch_model.tgt_pos is torch_model.src_pos

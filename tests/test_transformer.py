@@ -32,9 +32,15 @@ def padded_batch(rng, batch=3, src_len=6, tgt_len=5):
 @pytest.mark.parametrize("norm_first", [False, True], ids=["post-LN", "pre-LN"])
 @pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])
 def test_whole_model_gradient_check(backend_name, norm_first, tie):
-    model = Transformer(small_config(norm_first=norm_first, tie_embeddings=tie, dtype="float64"),
-                        backend=backend_name)
+    assert_whole_model_gradient(Transformer(small_config(norm_first=norm_first, tie_embeddings=tie,
+                                                         dtype="float64"), backend=backend_name))
+
+
+def assert_whole_model_gradient(model):
+    """Every parameter's gradient, after a label-smoothed loss over a padded batch, within
+    1e-6 of finite differences (tests/test_positions.py uses it too)."""
     from minitransformer.backend import asarray
+    backend_name = model.backend_name
     src, tgt_in, tgt_out = (asarray(a, backend_name) for a in padded_batch(np.random.default_rng(0)))
     criterion = CrossEntropyLoss(ignore_index=PAD, label_smoothing=0.1)
 

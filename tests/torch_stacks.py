@@ -52,7 +52,7 @@ class TorchStack(nn.Module):
         self.scale = math.sqrt(c.d_model) if c.scale_embeddings else 1.0
         self.embed = nn.Embedding(c.vocab_size, c.d_model, padding_idx=c.pad_id, **kw)
         table = torch.as_tensor(np.asarray(model.embeddings.position.positions))
-        if c.learned_positions:
+        if c.positions == "learned":
             self.pos_table = nn.Parameter(table.clone())
         else:
             self.register_buffer("pos_table", table.clone())

@@ -48,7 +48,7 @@ def _draw_keep(q, k, dropout_p, rng, training):
     return random_keep_mask(rng, shape, dropout_p)
 
 
-def attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, training=True):
+def attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, training=True, bias=None):
     """:func:`functional.attention_forward`, with fewer passes over the (Tq, Tk) scores.
 
     The scores are the largest arrays of the layer, so every factor that is one number per
@@ -62,22 +62,25 @@ def attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, training=True
     50 ms for the reference, 27 for this (docs/performance.md).
     """
     keep, keep_scale = _draw_keep(q, k, dropout_p, rng, training)
-    return _attention_forward(q, k, v, mask, keep, keep_scale)
+    return _attention_forward(q, k, v, mask, keep, keep_scale, bias)
 
 
-def _attention_forward(q, k, v, mask, keep, keep_scale):
+def _attention_forward(q, k, v, mask, keep, keep_scale, bias=None):
     """:func:`attention_forward` with dropout's mask given (None: no dropout)."""
     xp = get_array_module(q)
     scale = 1.0 / math.sqrt(q.shape[-1])
     q_scaled = q * scale
     scores = q_scaled @ _transposed(k)
+    if bias is not None:
+        scores += bias   # a constant (ALiBi): the backward is unchanged
     if mask is not None and bool(mask.all()):
         mask = None   # nothing is hidden (no padding in this batch): skip a pass over the scores
     if mask is not None:
         xp.copyto(scores, F.MASK_VALUE, where=~mask)
     sees_a_key = None if mask is None else mask.any(axis=-1, keepdims=True)
     # the softmax, with its division by the row sums left for later
-    shift = _needs_max_shift(q_scaled, k, sees_a_key)
+    # a bias is not bounded by the norms of q and k: then the shift always
+    shift = True if bias is not None else _needs_max_shift(q_scaled, k, sees_a_key)
     if shift is True:
         scores -= scores.max(axis=-1, keepdims=True)
     elif bool(shift.any()):   # (subtracting 0 from the other matrices' scores changes nothing)
@@ -176,7 +179,7 @@ class BatchedAttentionCache(NamedTuple):
     caches: list     # one AttentionCache per slice
 
 
-def batched_attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, training=True):
+def batched_attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, training=True, bias=None):
     """:func:`functional.attention_forward` of a batch (B, H, Tq, d), one slice of the batch
     at a time.
 
@@ -195,13 +198,13 @@ def batched_attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, train
     Same seed, same numbers, whatever the number of threads: the cut depends on the shapes
     only (threads decide how many slices run at once), and dropout's mask is drawn for the
     whole batch in one call, as the reference draws it, before the batch is cut. On a GPU
-    the whole batch is one call.
+    the whole batch is one call. A ``bias`` (H, Tq, Tk) is the same for every sequence.
     """
     xp = get_array_module(q)
     keep, keep_scale = _draw_keep(q, k, dropout_p, rng, training)
     slices = [slice(None)] if xp is not np else batch_slices(q.shape[0], q.shape[1] * q.shape[2] * k.shape[2])
     if len(slices) == 1:
-        out, cache = _attention_forward(q, k, v, mask, keep, keep_scale)
+        out, cache = _attention_forward(q, k, v, mask, keep, keep_scale, bias)
         return out, BatchedAttentionCache(slices, [cache])
     if mask is not None and mask.ndim == 4 and mask.shape[0] > 1:
         masks = [mask[s] for s in slices]
@@ -212,7 +215,7 @@ def batched_attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, train
     def one_slice(i):
         s = slices[i]
         out[s], cache = _attention_forward(q[s], k[s], v[s], masks[i], None if keep is None else keep[s],
-                                           keep_scale)
+                                           keep_scale, bias)
         return cache
 
     return out, BatchedAttentionCache(slices, run_in_parallel(one_slice, len(slices)))
@@ -265,10 +268,12 @@ class MultiHeadAttentionCache(NamedTuple):
     attention_cache: Any            # a batched_attention_forward cache
     out_cache: F.LinearCache
     n_heads: int
+    q_rotary: Any = None            # RoPE's caches of the query and key heads, or None
+    k_rotary: Any = None
 
 
 def multi_head_attention_forward(x_q, x_kv, w_in, b_in, w_out, b_out, n_heads, mask=None,
-                                 dropout_p=0.0, rng=None, training=True):
+                                 dropout_p=0.0, rng=None, training=True, rotary=None, bias=None):
     """:func:`functional.multi_head_attention_forward`, with the projections fused:
 
     * self-attention (``x_kv is None``): one product ``x @ [W_Q | W_K | W_V]`` gives Q, K
@@ -280,6 +285,9 @@ def multi_head_attention_forward(x_q, x_kv, w_in, b_in, w_out, b_out, n_heads, m
     :func:`batched_attention_forward` (cache-sized slices, on threads). Measured on one core,
     forward and backward of self-attention over (64, 92, 128) with 8 heads: 88-101 ms for the
     reference, 73-79 for this (the projections alone: 31 against 29 ms).
+
+    RoPE (``rotary``) and ALiBi (``bias``) run the reference functions of
+    :mod:`minitransformer.positions`: no fast twin.
     """
     d_model = w_out.shape[0]
     if x_kv is None:
@@ -291,9 +299,14 @@ def multi_head_attention_forward(x_q, x_kv, w_in, b_in, w_out, b_out, n_heads, m
         kv, kv_cache = linear_forward(x_kv, w_in[:, d_model:], b_in[d_model:])
         (qh,) = _split_projections(q, 1, n_heads)
         kh, vh = _split_projections(kv, 2, n_heads)
-    heads, attention_cache = batched_attention_forward(qh, kh, vh, mask, dropout_p, rng, training)
+    q_rotary = k_rotary = None
+    if rotary is not None:
+        qh, q_rotary = F.rope_forward(qh, rotary[0])
+        kh, k_rotary = F.rope_forward(kh, rotary[1])
+    heads, attention_cache = batched_attention_forward(qh, kh, vh, mask, dropout_p, rng, training, bias)
     out, out_cache = linear_forward(F.merge_heads(heads), w_out, b_out)
-    return out, MultiHeadAttentionCache(in_cache, kv_cache, attention_cache, out_cache, n_heads)
+    return out, MultiHeadAttentionCache(in_cache, kv_cache, attention_cache, out_cache, n_heads, q_rotary,
+                                        k_rotary)
 
 
 def multi_head_attention_backward(dout, cache):
@@ -302,6 +315,8 @@ def multi_head_attention_backward(dout, cache):
     xp = get_array_module(dout)
     dconcat, dw_out, db_out = linear_backward(dout, cache.out_cache)
     dqh, dkh, dvh = batched_attention_backward(F.split_heads(dconcat, cache.n_heads), cache.attention_cache)
+    if cache.q_rotary is not None:
+        dqh, dkh = F.rope_backward(dqh, cache.q_rotary), F.rope_backward(dkh, cache.k_rotary)
     if cache.kv_cache is None:
         dx_q, dw_in, db_in = linear_backward(_merge_projections(dqh, dkh, dvh), cache.in_cache)
         return dx_q, None, dw_in, db_in, dw_out, db_out

@@ -31,7 +31,9 @@ O = "minitransformer/optim.py"
 L = "minitransformer/losses.py"
 D = "minitransformer/decoding.py"
 C = "minitransformer/checkpoint.py"
+P = "minitransformer/positions.py"
 GRADCHECK = "tests/test_gradcheck_layers.py"
+POSITIONS = "tests/test_positions.py"
 
 MUTATIONS = [
     Mutation("layer-norm-dropped-term", F,
@@ -174,6 +176,30 @@ MUTATIONS = [
              "            arrays[OPTIM_PREFIX + key] = backend.to_numpy(a).astype(np.float32)\n",
              ("tests/test_checkpoint.py::test_resume_is_bit_identical[adam-noam-float64]",),
              "A float64 run resumed from rounded Adam moments is no longer bit-identical to one that never stopped."),
+    Mutation("rope-backward-turns-forward", P,
+             "    return _turn(dy, cache.cos, -cache.sin)\n",
+             "    return _turn(dy, cache.cos, cache.sin)\n",
+             (f"{POSITIONS}::test_rope_gradient",),
+             "RoPE's backward turns the gradient by +theta instead of -theta (R instead of R^T): the finite "
+             "differences of the input disagree."),
+    Mutation("fast-rope-backward-skipped", "minitransformer/fast/attention.py",
+             "        dqh, dkh = F.rope_backward(dqh, cache.q_rotary), F.rope_backward(dkh, cache.k_rotary)\n",
+             "        pass\n",
+             (f"{POSITIONS}::test_fast_equals_reference",),
+             "The fast multi-head attention hands back the gradients of the turned queries and keys as if they "
+             "were the projections' own; the reference path, output and every gradient, disagrees."),
+    Mutation("rope-decoding-key-at-step-position", "minitransformer/sublayers.py",
+             "            positions = start + get_array_module(x).arange(x.shape[1])\n",
+             "            positions = get_array_module(x).arange(x.shape[1])\n",
+             (f"{POSITIONS}::test_cached_decoding_equals_uncached",),
+             "A cached decoding step turns its new query and key as if they were at position 0, not at their "
+             "absolute position; the logits of the whole prefix run again disagree."),
+    Mutation("alibi-decoding-query-at-zero", "minitransformer/sublayers.py",
+             "        q_positions, k_positions = start + xp.arange(q_len), xp.arange(k_len)\n",
+             "        q_positions, k_positions = xp.arange(q_len), xp.arange(k_len)\n",
+             (f"{POSITIONS}::test_cached_decoding_equals_uncached",),
+             "ALiBi's bias for a cached decoding step measures distances from position 0 instead of the new "
+             "query's absolute position; the logits of the whole prefix run again disagree."),
 ]
 
 #: Fast mutants in places unlikely to move, run by the normal suite (tests/test_mutations.py).
