@@ -52,7 +52,7 @@ STACK_CONFIG_MISTAKES = {
     "n_classes": (2.0, "n_classes must be an integer, got 2.0"),
     "norm_first": ("no", "norm_first must be True or False, got 'no'"),
     "tie_embeddings": (1, "tie_embeddings must be True or False, got 1"),
-    "learned_positions": (None, "learned_positions must be True or False, got None"),
+    "learned_positions": ("yes", "learned_positions must be True or False, got 'yes'"),
     "scale_embeddings": ("yes", "scale_embeddings must be True or False, got 'yes'"),
 }
 
