@@ -32,7 +32,7 @@ from . import backend as _backend
 from . import fast, gpu
 from . import functional as F
 from .fast import fused
-from .module import Module, ModuleList, Parameter
+from .module import Module, Parameter
 
 __all__ = ["Linear", "Embedding", "PositionalEncoding", "NoPositionalEncoding", "positional_encoding", "LayerNorm", "ReLU", "GELU", "Softmax",
            "Dropout", "ACTIVATIONS", "as_generator"]
