@@ -144,13 +144,13 @@ class UnscaledAttention(MultiHeadAttention):
         self.b_in.grad[...] = b_grad + (self.b_in.grad - b_grad) * s
         return grads
 
-    def project_self(self, x):
+    def project_self(self, x, *args, **kwargs):
         with self._larger_queries():
-            return super().project_self(x)
+            return super().project_self(x, *args, **kwargs)
 
-    def project_queries(self, x):
+    def project_queries(self, x, *args, **kwargs):
         with self._larger_queries():
-            return super().project_queries(x)
+            return super().project_queries(x, *args, **kwargs)
 
 
 def remove_scaling(model):
