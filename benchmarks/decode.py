@@ -82,10 +82,12 @@ def measure_decoding(device: Device, *, protein_lengths=(30, 100), n_sequences: 
     for length in protein_lengths:
         src = random_rna_ids(n_sequences, 3 * length, seed + length)
         max_len = length + 1
-        # one full-size warm-up batch, so that no method pays for first-call costs: set-up,
-        # and the first touch of the memory that batches this large need (on a virtual
-        # machine, fresh memory from the host costs up to seconds the first time)
-        _decode_all(model, src[:batch_size], device, batch_size, "cached", max_len, beam_width)
+        # one full-size warm-up batch per method, so that no method pays for first-call
+        # costs: set-up, the first touch of the memory that batches this large need (on a
+        # virtual machine, fresh memory from the host costs up to seconds the first time),
+        # and on a GPU the compilation of each kernel a method launches for the first time
+        for method in ("cached", "uncached", "beam"):
+            _decode_all(model, src[:batch_size], device, batch_size, method, max_len, beam_width)
         t_encode = _encode_all(model, src, device, batch_size)
         t_cached, cached = _decode_all(model, src, device, batch_size, "cached", max_len, beam_width)
         t_plain, plain = _decode_all(model, src, device, batch_size, "uncached", max_len, beam_width)

@@ -1,6 +1,6 @@
 """Kernel launches per training step, counted on the CPU, with the fused kernels off and on.
 
-    python -m benchmarks.kernel_count [--config benchmark|codon] [--top 12]
+    python -m benchmarks.kernel_count [--config benchmark|codon] [--top 12] [--decode 30,100]
 
 A small model on a GPU is bound by kernel launches, not by arithmetic: each array operation
 costs a few microseconds of launch whatever its size. The strict backend
@@ -10,6 +10,11 @@ and counts them (:func:`minitransformer.testing.launches.count_launches`), once 
 kernels of ``minitransformer/fast/fused.py`` off and once on. The count is of operations, about
 one launch each on CuPy; it measures no time. What a GPU makes of the difference is unmeasured
 until a GPU runs ``python -m benchmarks.run --backend cupy`` with ``MINITRANSFORMER_FUSED=1``.
+
+``--decode`` counts greedy decoding the same way, with and without the KV cache, per
+generated token (the codon demo's model, untrained, on random RNA: every step runs). On a GPU
+a decoding step of a small model is launch-bound too, so the cache can only be as much faster
+as it launches fewer operations per token, whatever arithmetic it saves.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from minitransformer import gpu
 from minitransformer.testing.launches import count_launches
 
 from .common import STEP_CONFIGS, Device, StepConfig, print_table
+from .decode import random_rna_ids
 from .train_step import OurStep
 
 
@@ -40,11 +46,44 @@ def count_step_launches(cfg: StepConfig, fused: bool, batch_size: int | None = N
     return launches
 
 
+def count_decoding_launches(protein_length: int, use_cache: bool, n_sequences: int = 8) -> Counter:
+    """The device operations of greedy decoding ``n_sequences`` random sources of
+    ``3 * protein_length`` nucleotides to ``protein_length + 1`` tokens, on the strict backend
+    (the codon demo's model, untrained, so that every step runs)."""
+    from minitransformer.codon.data import protein_vocabulary
+    from minitransformer.codon.train import CodonRecipe
+    from minitransformer.decoding import greedy_decode
+    from minitransformer.transformer import Transformer
+
+    device = Device("strict")
+    model = Transformer(CodonRecipe().model_config(seed=0), backend=device.name).eval()
+    src = device.asarray(random_rna_ids(n_sequences, 3 * protein_length, seed=protein_length))
+    protein = protein_vocabulary()
+    with count_launches() as launches:
+        greedy_decode(model, src, bos_id=protein.bos_id, eos_id=protein.eos_id, max_len=protein_length + 1,
+                      use_cache=use_cache)
+    return launches
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", choices=sorted(STEP_CONFIGS), default="benchmark")
     parser.add_argument("--top", type=int, default=12, help="how many of the most frequent operations to list")
+    parser.add_argument("--decode", metavar="L,L", default=None,
+                        help="count greedy decoding instead, with and without the KV cache, at these protein lengths")
     args = parser.parse_args(argv)
+    if args.decode:
+        rows = []
+        for length in (int(text) for text in args.decode.split(",")):
+            plain, cached = (count_decoding_launches(length, cache).total() for cache in (False, True))
+            rows.append([length, plain, cached, f"{plain / (length + 1):.0f}", f"{cached / (length + 1):.0f}",
+                         f"{plain / cached:.2f}x"])
+        print_table("Device operations of greedy decoding (codon demo model, random RNA, every step runs)",
+                    ["protein length", "uncached", "cached", "per token, uncached", "per token, cached",
+                     "uncached / cached"], rows,
+                    note="counted on the strict backend (CPU); on a launch-bound GPU the cache's speed-up is "
+                         "at most about the last column")
+        return
     cfg = STEP_CONFIGS[args.config]()
     counts = {on: count_step_launches(cfg, on) for on in (False, True)}
     off, on = counts[False].total(), counts[True].total()

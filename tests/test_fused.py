@@ -288,6 +288,16 @@ def test_a_training_step_launches_fewer_operations_with_fused_kernels():
     assert counts[True]["mt_adam"] == len(Transformer(cfg.model).parameters())
 
 
+def test_decoding_launches_are_counted_per_step_with_and_without_the_cache():
+    """Both decode every step (an untrained model); the uncached one launches more: it runs
+    the decoder's input projections and its checks over the whole prefix again."""
+    from benchmarks.kernel_count import count_decoding_launches
+    plain = {n: count_decoding_launches(n, use_cache=False, n_sequences=2).total() for n in (4, 8)}
+    cached = {n: count_decoding_launches(n, use_cache=True, n_sequences=2).total() for n in (4, 8)}
+    assert all(cached[n] < plain[n] for n in (4, 8))
+    assert cached[8] > cached[4] > 0
+
+
 # --------------------------------------------------------------------------------------
 # The switches
 # --------------------------------------------------------------------------------------
