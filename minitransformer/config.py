@@ -18,10 +18,13 @@ from .validation import check_int, check_number
 
 #: Where a model's positions come from: added to the embeddings (the paper's sinusoids, or a
 #: learned table), or inside every self-attention (RoPE, ALiBi; see
-#: :mod:`~minitransformer.positions`).
-POSITIONS = ("sinusoidal", "learned", "rope", "alibi")
+#: :mod:`~minitransformer.positions`); "rope+diagonal" is RoPE in self-attention and a learned
+#: diagonal bias in cross-attention (encoder-decoder models only).
+POSITIONS = ("sinusoidal", "learned", "rope", "alibi", "rope+diagonal")
 #: The schemes that act inside self-attention (cross-attention gets no positions from them).
 ATTENTION_POSITIONS = ("rope", "alibi")
+#: The schemes that act inside cross-attention, written after a "+".
+CROSS_ATTENTION_POSITIONS = ("diagonal",)
 
 
 def resolve_positions(config) -> list[str]:
@@ -43,9 +46,9 @@ def resolve_positions(config) -> list[str]:
             return [f"learned_positions={learned} contradicts positions={positions!r}; give positions alone "
                     f"(learned_positions=True is the older spelling of positions='learned')"]
         config.positions, config.learned_positions = positions, None
-    if positions == "rope" and isinstance(config.d_model, int) and isinstance(config.n_heads, int) \
+    if self_attention_positions(positions) == "rope" and isinstance(config.d_model, int) and isinstance(config.n_heads, int) \
             and config.n_heads > 0 and (config.d_model // config.n_heads) % 2:
-        return [f"positions='rope' turns pairs of features, so d_model / n_heads must be even, got "
+        return [f"positions={positions!r} turns pairs of features, so d_model / n_heads must be even, got "
                 f"{config.d_model} / {config.n_heads}"]
     return []
 
@@ -154,5 +157,13 @@ def field_problems(config, *, positive=(), non_negative=(), flags=()) -> list[st
 
 def self_attention_positions(positions: str) -> str | None:
     """What a model's self-attention layers add for its ``positions``: "rope", "alibi", or
-    None (the positions were added to the embeddings)."""
-    return positions if positions in ATTENTION_POSITIONS else None
+    None (the positions were added to the embeddings). "rope+diagonal" gives "rope"."""
+    first = positions.split("+")[0]
+    return first if first in ATTENTION_POSITIONS else None
+
+
+def cross_attention_positions(positions: str) -> str | None:
+    """What a model's cross-attention layers add for its ``positions``: "diagonal" for
+    "rope+diagonal", otherwise None (cross-attention sees no positions)."""
+    last = positions.split("+")[-1]
+    return last if "+" in positions and last in CROSS_ATTENTION_POSITIONS else None

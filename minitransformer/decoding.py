@@ -78,7 +78,7 @@ def decode_step(model, token_ids, caches, src_mask):
     for layer, cache in zip(model.decoder.layers, caches):
         self_attention, cross_attention, feed_forward = layer.blocks
         y = self_attention.around(cached_self_attention, y, layer.self_attn, cache)
-        y = cross_attention.around(_cached_cross_attention, y, layer.cross_attn, cache, src_mask)
+        y = cross_attention.around(_cached_cross_attention, y, layer.cross_attn, cache, src_mask, position)
         y = feed_forward.forward(y)
     if model.decoder.final_norm is not None:
         y = model.decoder.final_norm.forward(y)
@@ -98,8 +98,10 @@ def cached_self_attention(x, attention, cache: KVCache):
     return attention.attend(q, keys, values, causal[None, None], start)
 
 
-def _cached_cross_attention(y, attention, cache, cross_mask):
-    return attention.attend(attention.project_queries(y), cache.memory_k, cache.memory_v, cross_mask)
+def _cached_cross_attention(y, attention, cache, cross_mask, start):
+    """Cross-attention of the new positions ``y`` over the cached source keys and values; a
+    diagonal bias reads the queries' positions, start .. (the step's own)."""
+    return attention.attend(attention.project_queries(y), cache.memory_k, cache.memory_v, cross_mask, start)
 
 
 # --------------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .backend import get_array_module, random_keep_mask, scatter_add_rows
-from .positions import alibi_bias, alibi_slopes, rope_backward, rope_forward  # noqa: F401 (offered here)
+from .positions import (alibi_bias, alibi_slopes, diagonal_bias_backward, diagonal_bias_forward,  # noqa: F401
+                        rope_backward, rope_forward)  # (offered here)
 
 #: What masked attention scores are set to before the softmax: a large *finite* negative
 #: number, so exp() of it is exactly 0 next to any real score and nothing becomes NaN.
@@ -314,7 +315,7 @@ def attention_forward(q, k, v, mask=None, dropout_p=0.0, rng=None, training=True
     return out, AttentionCache(q, k, v, weights, dropped, dropout_cache, scale)
 
 
-def attention_backward(dout, cache):
+def attention_backward(dout, cache, bias_grad=False):
     """Gradients of out = A' V, A' = dropout(A), A = softmax(S), S = s Q K^T, s = 1/sqrt(d_k).
 
     Walking back through the forward, bottom to top:
@@ -324,9 +325,12 @@ def attention_backward(dout, cache):
     * softmax, row by row:    dS = A * (dA - sum_j dA_ij A_ij)   (softmax_backward)
     * S = s Q K^T (+ bias):   dQ = s dS K,  dK = s dS^T Q
 
-    A bias is a constant: dS passes through the addition unchanged and the bias gets
-    nothing. Masked entries have A = 0, so dS = 0 there: no gradient flows to masked keys, and
-    a row with no key at all (A = 0 everywhere) sends none either. Returns ``(dq, dk, dv)``.
+    dS passes through the addition of a bias unchanged. A constant bias (ALiBi) gets
+    nothing; with ``bias_grad=True`` (a learned bias, :func:`diagonal_bias_forward`) the
+    bias's gradient is returned too: dS summed over the batch, since one (H, Tq, Tk) bias is
+    added to every sequence's scores. Masked entries have A = 0, so dS = 0 there: no gradient
+    flows to masked keys, and a row with no key at all (A = 0 everywhere) sends none either.
+    Returns ``(dq, dk, dv)``, and ``dbias`` after them with ``bias_grad=True``.
     """
     xp = get_array_module(dout)
     q, k, v, weights, dropped, dropout_cache, scale = cache
@@ -336,6 +340,8 @@ def attention_backward(dout, cache):
     dscores = softmax_backward(dweights, weights)
     dq = (dscores @ k) * scale
     dk = (xp.swapaxes(dscores, -1, -2) @ q) * scale
+    if bias_grad:
+        return dq, dk, dv, dscores.reshape((-1,) + dscores.shape[-3:]).sum(axis=0)
     return dq, dk, dv
 
 
@@ -400,19 +406,20 @@ def multi_head_attention_forward(x_q, x_kv, w_in, b_in, w_out, b_out, n_heads, m
                                         n_heads, self_attention, q_rotary, k_rotary)
 
 
-def multi_head_attention_backward(dout, cache):
+def multi_head_attention_backward(dout, cache, bias_grad=False):
     """The forward read bottom to top: output projection, merge heads, attention, (RoPE,)
     split heads, the three input projections. The gradients of W_Q, W_K, W_V are put side by side
     as ``dw_in``, like the weights. x_q feeds Q, and in self-attention K and V too: its
     gradient is the sum of what comes back through each.
 
     Returns ``(dx_q, dx_kv, dw_in, db_in, dw_out, db_out)``; ``dx_kv`` is None for
-    self-attention (its gradient is already inside ``dx_q``).
+    self-attention (its gradient is already inside ``dx_q``). With ``bias_grad=True``, the
+    gradient of the (H, Tq, Tk) ``bias`` follows (:func:`attention_backward`).
     """
     xp = get_array_module(dout)
     n_heads = cache.n_heads
     dconcat, dw_out, db_out = linear_backward(dout, cache.out_cache)
-    dqh, dkh, dvh = attention_backward(split_heads(dconcat, n_heads), cache.attention_cache)
+    dqh, dkh, dvh, *dbias = attention_backward(split_heads(dconcat, n_heads), cache.attention_cache, bias_grad)
     if cache.q_rotary is not None:   # RoPE: turned back
         dqh, dkh = rope_backward(dqh, cache.q_rotary), rope_backward(dkh, cache.k_rotary)
     dx_q, dw_q, db_q = linear_backward(merge_heads(dqh), cache.q_cache)
@@ -421,8 +428,8 @@ def multi_head_attention_backward(dout, cache):
     dw_in = xp.concatenate([dw_q, dw_k, dw_v], axis=1)
     db_in = xp.concatenate([db_q, db_k, db_v])
     if cache.self_attention:
-        return dx_q + dx_k + dx_v, None, dw_in, db_in, dw_out, db_out
-    return dx_q, dx_k + dx_v, dw_in, db_in, dw_out, db_out
+        return (dx_q + dx_k + dx_v, None, dw_in, db_in, dw_out, db_out, *dbias)
+    return (dx_q, dx_k + dx_v, dw_in, db_in, dw_out, db_out, *dbias)
 
 
 def multi_head_attention_weights(cache):

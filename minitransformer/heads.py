@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from . import backend as _backend
 from .nn import (ACTIVATIONS, Dropout, Embedding, LayerNorm, Linear, Module, Parameter, as_generator,
                  positional_encoding)
-from .config import JSONConfig, field_problems, resolve_positions
+from .config import (JSONConfig, cross_attention_positions, field_problems, resolve_positions,
+                     self_attention_positions)
 from .transformer import Encoder, TransformerConfig
 
 
@@ -66,6 +67,9 @@ class StackConfig(JSONConfig):
             non_negative=("n_layers", "pad_id", "seed"),
             flags=("norm_first", "tie_embeddings", "scale_embeddings"))
         problems += resolve_positions(self)
+        if not problems and cross_attention_positions(self.positions):
+            problems.append(f"positions={self.positions!r} puts a bias in cross-attention, which a stack of one "
+                            f"kind has none of; give {self_attention_positions(self.positions)!r}")
         if not problems and not 0 <= self.pad_id < self.vocab_size:
             problems.append(f"pad_id={self.pad_id} must be a token id, in [0, {self.vocab_size})")
         return problems

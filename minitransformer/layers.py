@@ -232,7 +232,8 @@ class NoPositionalEncoding(Module):
 def positional_encoding(positions, d_model, max_len, *, rng=None, dtype=None):
     """What a model adds to its embeddings for its ``positions`` setting (one of
     :data:`~minitransformer.config.POSITIONS`): the sinusoids, a learned table, or nothing."""
-    if positions in ("rope", "alibi"):
+    from .config import self_attention_positions   # (config imports the layers)
+    if self_attention_positions(positions):
         return NoPositionalEncoding(max_len)
     return PositionalEncoding(d_model, max_len, positions == "learned", rng=rng, dtype=dtype)
 

@@ -1,4 +1,5 @@
-"""Positions inside attention: rotary embeddings (RoPE) and linear biases (ALiBi).
+"""Positions inside attention: rotary embeddings (RoPE), linear biases (ALiBi), and a learned
+diagonal bias for cross-attention.
 
 The paper adds a table of positions to the token embeddings, once, before the first layer
 (:func:`~minitransformer.functional.sinusoidal_positional_encoding`, or a learned table).
@@ -11,6 +12,10 @@ score depends on how far apart two tokens are and not on where they are:
 * **ALiBi** (Press et al., 2022, "Train Short, Test Long") adds ``-m_h |i - j|`` to the
   score of query i and key j in head h: a penalty growing with distance, a different
   slope ``m_h`` per head, no parameter at all.
+* **The diagonal bias** acts in cross-attention, where query i (a target position) and key
+  j (a source position) belong to different sequences: it adds ``-a_h |j - r_h i - b_h|``,
+  a penalty on the distance of key j from a line whose sharpness a_h, slope r_h and offset
+  b_h each head learns. It is the one scheme here with parameters.
 
 These are the reference functions, in the style of :mod:`~minitransformer.functional`
 (which offers them under the same names): each forward returns ``(out, cache)`` and its
@@ -133,5 +138,65 @@ def alibi_bias(slopes, q_positions, k_positions, dtype=np.float64):
     return (-m * distance).astype(dtype)
 
 
+# --------------------------------------------------------------------------------------
+# The diagonal bias: cross-attention near a learned line j = r i + b
+# --------------------------------------------------------------------------------------
+class DiagonalCache(NamedTuple):
+    a: Any             # a = softplus(a_raw), (H,): the sharpness of each head
+    da_da_raw: Any     # sigmoid(a_raw), (H,): the derivative of softplus
+    u: Any             # u[h, i, j] = j - r_h i - b_h, (H, Tq, Tk): key j's offset from the line
+    q_positions: Any   # i, (Tq,)
+
+
+def softplus_inverse(a):
+    """The a_raw whose softplus is ``a`` > 0: log(exp(a) - 1), for initial values."""
+    return np.log(np.expm1(np.asarray(a, dtype=np.float64)))
+
+
+def diagonal_bias_forward(a_raw, r, b, q_positions, k_positions):
+    """bias[h, i, j] = -a_h |j - r_h i - b_h|, shape (H, Tq, Tk), with a_h = softplus(a_raw_h).
+
+    Query i is a target position, key j a source position (cross-attention). Head h
+    prefers the keys near the line j = r_h i + b_h, sharply when a_h is large; a_h > 0
+    because softplus(x) = log(1 + e^x) is positive, so the bias is always a penalty. The
+    parameters a_raw, r, b are (H,) each; ``q_positions`` and ``k_positions`` are absolute,
+    so a cached decoding step builds the row of its query at its own position.
+
+    The line is all it is told: where a target token reads its source is a line, of a
+    slope and offset it must learn (r starts at 1, b at 0). Returns ``(bias, cache)``.
+    """
+    xp = get_array_module(a_raw)
+    a = xp.logaddexp(0.0, a_raw)                                      # softplus(a_raw)
+    i = xp.asarray(q_positions).astype(a_raw.dtype)[None, :, None]
+    j = xp.asarray(k_positions).astype(a_raw.dtype)[None, None, :]
+    u = j - r[:, None, None] * i - b[:, None, None]                   # u = j - r i - b
+    bias = -a[:, None, None] * xp.abs(u)
+    da_da_raw = 0.5 * (1.0 + xp.tanh(0.5 * a_raw))                    # sigmoid(a_raw), stably
+    return bias, DiagonalCache(a, da_da_raw, u, i[0, :, 0])
+
+
+def diagonal_bias_backward(d_bias, cache):
+    """Gradients of bias = -a |u|, u = j - r i - b, a = softplus(a_raw), per head.
+
+    ``d_bias`` (H, Tq, Tk) is the gradient of the attention scores summed over the batch
+    (the one bias is added to every sequence's scores, so its gradient is the sum). With
+    d|u|/du = sign(u), taken as 0 at u = 0 (|u| has no derivative there; 0 is the middle of
+    its left and right slopes, -1 and 1, as NumPy's sign gives):
+
+        d_a     = -sum_ij d_bias |u|             d_a_raw = d_a * sigmoid(a_raw)
+        d_u     = -a sign(u) d_bias
+        d_r     =  sum_ij d_u (-i) =  sum_ij a sign(u) d_bias i
+        d_b     =  sum_ij d_u (-1) =  sum_ij a sign(u) d_bias
+
+    (softplus'(x) = e^x / (1 + e^x) = sigmoid(x)). Returns ``(d_a_raw, d_r, d_b)``, (H,) each.
+    """
+    xp = get_array_module(d_bias)
+    d_a = -(d_bias * xp.abs(cache.u)).sum(axis=(1, 2))
+    g = d_bias * xp.sign(cache.u) * cache.a[:, None, None]           # -d_u
+    d_r = (g * cache.q_positions[None, :, None]).sum(axis=(1, 2))
+    d_b = g.sum(axis=(1, 2))
+    return d_a * cache.da_da_raw, d_r, d_b
+
+
 __all__ = ["ROPE_BASE", "RotaryCache", "rotary_angles", "rope_forward", "rope_backward", "alibi_slopes",
-           "alibi_bias"]
+           "alibi_bias", "DiagonalCache", "softplus_inverse", "diagonal_bias_forward", "diagonal_bias_backward"]

@@ -16,6 +16,7 @@ import numpy as np
 from . import functional as F
 from .backend import get_array_module
 from .module import Module
+from .positions import softplus_inverse
 from .layers import ACTIVATIONS, Dropout, Linear, ReLU, _check_float_input, _math, _param, as_generator
 
 __all__ = ["MultiHeadAttention", "FeedForward", "check_attention_mask"]
@@ -43,14 +44,19 @@ class MultiHeadAttention(Module):
     or ``"alibi"`` (the scores biased by distance, :func:`~minitransformer.positions.alibi_bias`).
     Query t and key t are both at position t (self-attention); a decoding step passes the
     position of its first query as ``start`` to :meth:`project_self` and :meth:`attend`.
+    ``"diagonal"`` (cross-attention) adds ``-a_h |j - r_h i - b_h|`` to the score of query i
+    and key j (:func:`~minitransformer.positions.diagonal_bias_forward`), with three more
+    parameters of shape (n_heads,): ``diag_a_raw`` (a = softplus(a_raw), starting at ALiBi's
+    slopes), ``diag_r`` (the slope, starting at 1) and ``diag_b`` (the offset, starting at 0).
     """
 
     def __init__(self, d_model, n_heads, dropout=0.0, *, rng=None, dropout_rng=None, dtype=None,
                  backend=None, positions=None):
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
-        if positions not in (None, "rope", "alibi"):
-            raise ValueError(f"MultiHeadAttention positions must be None, 'rope' or 'alibi', got {positions!r}")
+        if positions not in (None, "rope", "alibi", "diagonal"):
+            raise ValueError(f"MultiHeadAttention positions must be None, 'rope', 'alibi' or 'diagonal', "
+                             f"got {positions!r}")
         if positions == "rope" and (d_model // n_heads) % 2:
             raise ValueError(f"RoPE turns pairs of features: d_model / n_heads = {d_model // n_heads} must be even")
         rng = as_generator(rng)
@@ -61,6 +67,10 @@ class MultiHeadAttention(Module):
         self.b_in = _param(np.zeros(3 * d_model), dtype, backend)
         self.w_out = _param(rng.uniform(-limit, limit, (d_model, d_model)), dtype, backend)
         self.b_out = _param(np.zeros(d_model), dtype, backend)
+        if positions == "diagonal":   # no draw from rng: the other weights are those of any model
+            self.diag_a_raw = _param(softplus_inverse(F.alibi_slopes(n_heads)), dtype, backend)
+            self.diag_r = _param(np.ones(n_heads), dtype, backend)
+            self.diag_b = _param(np.zeros(n_heads), dtype, backend)
         self.attn_dropout = Dropout(dropout, dropout_rng, backend)
         self._cache = None
 
@@ -80,34 +90,44 @@ class MultiHeadAttention(Module):
             check_attention_mask(mask, scores_shape)
 
     def _positions(self, x, q_len, k_len, start=0):
-        """``(rotary, bias)`` for queries at positions start .. start + q_len - 1 and keys at
-        0 .. k_len - 1: what :func:`functional.multi_head_attention_forward` takes."""
+        """``(rotary, bias, diagonal_cache)`` for queries at positions start .. start + q_len - 1
+        and keys at 0 .. k_len - 1: what :func:`functional.multi_head_attention_forward` takes,
+        and the diagonal bias's cache (None for the other schemes)."""
         if self.positions is None:
-            return None, None
+            return None, None, None
         xp = get_array_module(x)
         q_positions, k_positions = start + xp.arange(q_len), xp.arange(k_len)
         if self.positions == "rope":
-            return (q_positions, k_positions), None
-        return None, F.alibi_bias(self.slopes, q_positions, k_positions, self.w_in.dtype)
+            return (q_positions, k_positions), None, None
+        if self.positions == "diagonal":
+            return (None, *F.diagonal_bias_forward(self.diag_a_raw.data, self.diag_r.data, self.diag_b.data,
+                                                   q_positions, k_positions))
+        return None, F.alibi_bias(self.slopes, q_positions, k_positions, self.w_in.dtype), None
 
     def forward(self, x_q, x_kv=None, mask=None):
         self._check(x_q, x_kv, mask)
         dropout, math_fns = self.attn_dropout, _math(self)
-        rotary, bias = self._positions(x_q, x_q.shape[1], (x_q if x_kv is None else x_kv).shape[1])
+        rotary, bias, diagonal = self._positions(x_q, x_q.shape[1], (x_q if x_kv is None else x_kv).shape[1])
         out, cache = math_fns.multi_head_attention_forward(
             x_q, x_kv, self.w_in.data, self.b_in.data, self.w_out.data, self.b_out.data,
             self.n_heads, mask, dropout.p, dropout.rng, self.training, rotary, bias)
-        self._cache = (math_fns, cache)
+        self._cache = (math_fns, cache, diagonal)
         return out
 
     def backward(self, dout):
-        math_fns, cache = self._cache
-        dx_q, dx_kv, dw_in, db_in, dw_out, db_out = math_fns.multi_head_attention_backward(dout, cache)
+        math_fns, cache, diagonal = self._cache
+        dx_q, dx_kv, dw_in, db_in, dw_out, db_out, *dbias = math_fns.multi_head_attention_backward(
+            dout, cache, bias_grad=diagonal is not None)
         self._cache = None
         self.w_in.grad += dw_in
         self.b_in.grad += db_in
         self.w_out.grad += dw_out
         self.b_out.grad += db_out
+        if diagonal is not None:   # the learned bias: its share of the scores' gradient
+            d_a_raw, d_r, d_b = F.diagonal_bias_backward(dbias[0], diagonal)
+            self.diag_a_raw.grad += d_a_raw
+            self.diag_r.grad += d_r
+            self.diag_b.grad += d_b
         return dx_q, dx_kv
 
     # -- inference pieces for incremental decoding (no cache for backward is kept) -----
@@ -136,7 +156,8 @@ class MultiHeadAttention(Module):
 
     def attend(self, q, k, v, mask=None, start=0):
         """Attention of query heads over key/value heads, heads merged and projected; with
-        ALiBi, the queries at positions start .. and the keys at 0 .. biased by distance."""
+        ALiBi or the diagonal bias, the queries at positions start .. and the keys at 0 ..
+        biased by their positions."""
         bias = self._positions(q, q.shape[2], k.shape[2], start)[1]   # (RoPE turned q and k already)
         heads, _ = _math(self).attention_forward(q, k, v, mask, training=False, bias=bias)
         return F.merge_heads(heads) @ self.w_out.data + self.b_out.data
@@ -146,8 +167,7 @@ class MultiHeadAttention(Module):
         """The (B, H, Tq, Tk) attention weights of the last forward pass (for plots)."""
         if self._cache is None:
             return None
-        math_fns, cache = self._cache
-        return math_fns.multi_head_attention_weights(cache)
+        return self._cache[0].multi_head_attention_weights(self._cache[1])
 
     def extra_repr(self):
         where = f", positions={self.positions}" if self.positions else ""

@@ -20,7 +20,7 @@ from .layers import _math
 from .nn import (Dropout, Embedding, LayerNorm, Linear, Module, ModuleList,
                  Parameter, as_generator, positional_encoding)
 from .sublayers import FeedForward, MultiHeadAttention
-from .config import TransformerConfig, self_attention_positions
+from .config import TransformerConfig, cross_attention_positions, self_attention_positions
 from .validation import check_id_batch
 
 
@@ -183,9 +183,10 @@ class DecoderLayer(Module):
                                             positions=self_attention_positions(c.positions), **kw)
         self.dropout1 = Dropout(c.dropout, dropout_rng)
         self.norm1 = LayerNorm(c.d_model, dtype=c.dtype)
-        # no positions in cross-attention: query i and key j belong to different sequences
-        self.cross_attn = MultiHeadAttention(c.d_model, c.n_heads, c.attention_dropout,
-                                             dropout_rng=dropout_rng, **kw)
+        # query i and key j belong to different sequences: no positions in cross-attention,
+        # but for a learned diagonal bias (positions="rope+diagonal")
+        self.cross_attn = MultiHeadAttention(c.d_model, c.n_heads, c.attention_dropout, dropout_rng=dropout_rng,
+                                             positions=cross_attention_positions(c.positions), **kw)
         self.dropout2 = Dropout(c.dropout, dropout_rng)
         self.norm2 = LayerNorm(c.d_model, dtype=c.dtype)
         self.feed_forward = FeedForward(c.d_model, c.d_ff, c.activation, c.dropout,

@@ -34,6 +34,7 @@ C = "minitransformer/checkpoint.py"
 P = "minitransformer/positions.py"
 GRADCHECK = "tests/test_gradcheck_layers.py"
 POSITIONS = "tests/test_positions.py"
+DIAGONAL = "tests/test_diagonal_bias.py"
 
 MUTATIONS = [
     Mutation("layer-norm-dropped-term", F,
@@ -200,6 +201,18 @@ MUTATIONS = [
              (f"{POSITIONS}::test_cached_decoding_equals_uncached",),
              "ALiBi's bias for a cached decoding step measures distances from position 0 instead of the new "
              "query's absolute position; the logits of the whole prefix run again disagree."),
+    Mutation("diagonal-backward-without-sign", P,
+             "    g = d_bias * xp.sign(cache.u) * cache.a[:, None, None]           # -d_u\n",
+             "    g = d_bias * cache.a[:, None, None]                              # -d_u\n",
+             (f"{DIAGONAL}::test_diagonal_bias_gradient",),
+             "The diagonal bias's backward takes the derivative of |u| as 1 on both sides of the line, as if "
+             "the bias were -a u: the slope's and offset's gradients disagree with the finite differences."),
+    Mutation("diagonal-decoding-query-at-zero", D,
+             "    return attention.attend(attention.project_queries(y), cache.memory_k, cache.memory_v, cross_mask, start)\n",
+             "    return attention.attend(attention.project_queries(y), cache.memory_k, cache.memory_v, cross_mask)\n",
+             (f"{DIAGONAL}::test_cached_decoding_equals_uncached",),
+             "A cached decoding step builds its cross-attention bias row as if its query were at position 0: "
+             "the line it reads the source along no longer moves on; the whole prefix run again disagrees."),
 ]
 
 #: Fast mutants in places unlikely to move, run by the normal suite (tests/test_mutations.py).
