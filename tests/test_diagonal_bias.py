@@ -15,16 +15,16 @@ import pytest
 
 from minitransformer import fast, nn
 from minitransformer import functional as F
-from minitransformer.backend import asarray, to_numpy
+from minitransformer.backend import asarray
 from minitransformer.checkpoint import load_checkpoint, load_model, restore_optimizer, save_checkpoint
 from minitransformer.decoder_only import DecoderOnlyConfig
-from minitransformer.decoding import decode_step, greedy_decode, start_decoding
 from minitransformer.fast import attention as fast_attention
 from minitransformer.gradcheck import check_function, check_module, relative_error
 from minitransformer.optim import Adam
 from minitransformer.positions import diagonal_bias_backward, diagonal_bias_forward
 from minitransformer.transformer import Transformer
-from test_positions import BOS, EOS, PATHS, SAME, TOL, _batch, _mask, small_config
+from test_positions import (PATHS, SAME, TOL, _batch, _mask, assert_cached_decoding_equals_uncached,
+                            small_config)
 from test_transformer import assert_whole_model_gradient
 
 
@@ -233,19 +233,7 @@ def test_cached_decoding_equals_uncached(rng, backend_name):
     cross-attention builds its bias row at the step's own query position."""
     model = _model(d_model=16, n_heads=4)
     model.to(backend_name)
-    model.eval()
-    src = asarray(_batch(rng)[0], backend_name)
-    memory, src_mask = model.encode(src)
-    caches = start_decoding(model, memory, src_mask, 12)
-    tokens = np.full((3, 1), BOS)
-    for _ in range(10):
-        cached = decode_step(model, asarray(tokens[:, -1], backend_name), caches, src_mask)
-        whole = model.decode(asarray(tokens, backend_name), memory, src_mask)[:, -1]
-        assert relative_error(cached, whole) <= SAME
-        tokens = np.concatenate([tokens, rng.integers(3, 7, (3, 1))], axis=1)
-    a = greedy_decode(model, src, bos_id=BOS, eos_id=EOS, max_len=20, use_cache=True, return_array=True)
-    b = greedy_decode(model, src, bos_id=BOS, eos_id=EOS, max_len=20, use_cache=False, return_array=True)
-    np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+    assert_cached_decoding_equals_uncached(model, rng, backend_name)
 
 
 def test_the_optimizer_trains_them_and_a_checkpoint_resumes(tmp_path, rng):

@@ -204,6 +204,12 @@ def test_cached_decoding_equals_uncached(positions, rng, backend_name):
     """Step by step, the cached logits are those of the whole prefix run again: RoPE turns a
     new key by its absolute position, ALiBi biases from the new query's absolute position."""
     model = Transformer(small_config(positions=positions, d_model=16, n_heads=4), backend=backend_name)
+    assert_cached_decoding_equals_uncached(model, rng, backend_name)
+
+
+def assert_cached_decoding_equals_uncached(model, rng, backend_name):
+    """Ten cached decoding steps of ``model`` (on ``backend_name``), each against the whole
+    prefix run again, on random tokens; then cached and uncached greedy decoding agree."""
     model.eval()
     src = asarray(_batch(rng)[0], backend_name)
     memory, src_mask = model.encode(src)
