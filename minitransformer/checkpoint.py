@@ -320,7 +320,7 @@ def restore_model(checkpoint, model):
     try:
         model.load_state_dict(checkpoint.params)
     except NonFiniteStateError as exc:   # the arrays fit; only a Checkpoint edited in memory gets here
-        raise CheckpointError(f"the checkpoint {exc.args[0].removeprefix('state dict ')}") from exc
+        raise CheckpointError(f"the checkpoint holds NaN or infinite values in {', '.join(exc.names)}") from exc
     except ValueError as exc:
         current = model.config.to_dict() if hasattr(getattr(model, "config", None), "to_dict") else None
         raise CheckpointError(

@@ -68,7 +68,12 @@ def default_math_path() -> str:
 
 
 class NonFiniteStateError(ValueError):
-    """A state dict holds NaN or infinite values: the arrays fit the model, the numbers do not."""
+    """A state dict holds NaN or infinite values: the arrays fit the model, the numbers do not.
+    ``names``: the parameters that hold them."""
+
+    def __init__(self, names):
+        self.names = list(names)
+        super().__init__(f"state dict holds NaN or infinite values in {', '.join(self.names)}")
 
 
 class Module:
@@ -213,7 +218,7 @@ class Module:
             raise ValueError("state dict shapes do not match the model: " + "; ".join(bad_shapes))
         not_finite = [n for n in params if n in state and not np.isfinite(backend.to_numpy(state[n])).all()]
         if not_finite:   # a diverged model would load and silently predict nothing
-            raise NonFiniteStateError(f"state dict holds NaN or infinite values in {', '.join(not_finite)}")
+            raise NonFiniteStateError(not_finite)
         name = self.backend_name
         for n, p in params.items():
             if n in state:
