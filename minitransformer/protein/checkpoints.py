@@ -3,10 +3,13 @@
 :func:`minitransformer.checkpoint.load_model` rebuilds the encoder-decoder ``Transformer``
 only. A protein checkpoint therefore says what it holds in its metadata::
 
-    {"model": "encoder_only", "task": "protein-mlm" | "protein-families", "families": [...]}
+    {"model": "encoder_only", "task": "protein-mlm" | "protein-families", "families": [...],
+     "words": [...]}
 
-and :func:`load_protein_model` reads that, builds an :class:`~minitransformer.encoder_only.EncoderOnly`
-from the saved config, and copies the saved weights in.
+(``words``: the multi-residue tokens of its vocabulary, none for one token per residue;
+:func:`checkpoint_vocabulary` builds the vocabulary back) and :func:`load_protein_model`
+reads that, builds an :class:`~minitransformer.encoder_only.EncoderOnly` from the saved
+config, and copies the saved weights in.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from ..checkpoint import CheckpointError, load_checkpoint, restore_model, save_c
 from ..encoder_only import EncoderOnly, EncoderOnlyConfig
 from . import data as D
 
-__all__ = ["MODEL_KIND", "TASKS", "save_protein_model", "load_protein_model"]
+__all__ = ["MODEL_KIND", "TASKS", "save_protein_model", "load_protein_model", "checkpoint_vocabulary"]
 
 #: The ``metadata["model"]`` of every protein checkpoint.
 MODEL_KIND = "encoder_only"
@@ -23,15 +26,26 @@ MODEL_KIND = "encoder_only"
 TASKS = ("protein-mlm", "protein-families")
 
 
-def save_protein_model(path, model: EncoderOnly, task: str, families=None, **metadata):
+def save_protein_model(path, model: EncoderOnly, task: str, families=None, words=(), **metadata):
     """Write ``model`` to ``path`` with the metadata :func:`load_protein_model` needs;
-    ``families`` (class i is ``families[i]``) is required for a classifier."""
+    ``families`` (class i is ``families[i]``) is required for a classifier, ``words`` for a
+    model that reads words (:class:`~.data.ProteinVocabulary`)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if task == "protein-families" and (not families or len(families) != model.config.n_classes):
         raise ValueError(f"a family classifier needs its {model.config.n_classes} family names, got {families!r}")
+    if model.config.vocab_size != len(D.protein_vocabulary(words)):
+        raise ValueError(f"the model reads {model.config.vocab_size} tokens, a protein vocabulary with "
+                         f"{len(words)} words has {len(D.protein_vocabulary(words))}: give the model's words")
     return save_checkpoint(path, model, metadata={"model": MODEL_KIND, "task": task,
-                                                  "families": list(families or []), **metadata})
+                                                  "families": list(families or []), "words": list(words),
+                                                  **metadata})
+
+
+def checkpoint_vocabulary(checkpoint) -> D.ProteinVocabulary:
+    """The vocabulary a protein checkpoint's model reads (its ``words``; none in a
+    checkpoint saved before words existed)."""
+    return D.protein_vocabulary((checkpoint.metadata or {}).get("words", ()))
 
 
 def load_protein_model(path, task: str | None = None):
@@ -52,9 +66,13 @@ def load_protein_model(path, task: str | None = None):
         config = EncoderOnlyConfig.from_dict(checkpoint.config)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} holds no valid encoder-only config ({exc})") from exc
-    if config.vocab_size != len(D.protein_vocabulary()):
+    try:
+        vocab = checkpoint_vocabulary(checkpoint)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} lists words that are no protein words ({exc})") from exc
+    if config.vocab_size != len(vocab):
         raise CheckpointError(f"{path} has a vocabulary of {config.vocab_size} tokens, not the "
-                              f"{len(D.protein_vocabulary())} of the protein vocabulary")
+                              f"{len(vocab)} of the protein vocabulary with its {len(vocab.words)} words")
     model = restore_model(checkpoint, EncoderOnly(config))
     model.eval()
     return model, checkpoint

@@ -21,7 +21,7 @@ import dataclasses
 from ..codon.options import add_command, add_force, add_seed
 from ..errors import CommandError, number_type
 from ..files import check_output_path
-from .checkpoints import load_protein_model, save_protein_model
+from .checkpoints import checkpoint_vocabulary, load_protein_model, save_protein_model
 from .demo import finetune_model, load_demo_data, pretrain_model, run_demo
 from .train import DemoSettings, wilson_interval
 
@@ -35,7 +35,10 @@ SETTING_OPTIONS = {
     "--heads": ("n_heads", "positive integer", "attention heads (must divide --d-model)"),
     "--d-ff": ("d_ff", "positive integer", "feed-forward width"),
     "--layers": ("n_layers", "positive integer", "encoder layers"),
-    "--window": ("window", "positive integer", "residues per sequence window (longer sequences are cut)"),
+    "--window": ("window", "positive integer", "tokens per sequence window (residues without --words; "
+                                               "longer sequences are cut)"),
+    "--words": ("words", "non-negative integer",
+                "multi-residue words learned from the pre-training sequences, as tokens (0: one token per residue)"),
     "--batch-size": ("batch_size", "positive integer", "windows per pre-training step"),
     "--pretrain-steps": ("pretrain_steps", "positive integer", "masked-LM training steps"),
     "--pretrain-lr": ("pretrain_lr", "positive number", "peak learning rate of pre-training"),
@@ -49,7 +52,7 @@ SETTING_OPTIONS = {
     "--per-family": ("per_family", "positive integer",
                      "labelled training sequences per family (the demo's headline comparison)"),
 }
-ARCHITECTURE = ("--d-model", "--heads", "--d-ff", "--layers")
+ARCHITECTURE = ("--d-model", "--heads", "--d-ff", "--layers", "--words")
 PRETRAIN = ARCHITECTURE + ("--window", "--batch-size", "--pretrain-steps", "--pretrain-lr")
 FINETUNE = ("--window", "--finetune-steps", "--finetune-lr", "--finetune-batch", "--encoder-lr-scale",
             "--eval-windows", "--curve-points", "--per-family")
@@ -140,10 +143,11 @@ def _run_pretrain(args):
     out = _check_model_output(args.out, args.force, inputs=[args.data])
     plot = check_output_path(args.plot, "--plot", inputs=[args.data, args.out]) if args.plot else None
     data = load_demo_data(settings, pretraining_csv=args.data)
+    tokens = f"tokens ({len(data.vocab.words)} words and the 20 residues)" if data.vocab.words else "residues"
     print(f"pre-training on {len(data.unlabelled)} sequences ({len(data.held_out)} held out), "
-          f"{settings.pretrain_steps} steps of {settings.batch_size} windows of {settings.window} residues")
+          f"{settings.pretrain_steps} steps of {settings.batch_size} windows of {settings.window} {tokens}")
     model, scores, losses = pretrain_model(data, settings)
-    save_protein_model(out, model, "protein-mlm", **scores)
+    save_protein_model(out, model, "protein-mlm", words=data.vocab.words, **scores)
     if plot:
         _plot(range(1, len(losses) + 1), losses, plot, "masked-LM loss")
     print(f"saved {out}")
@@ -190,23 +194,24 @@ def _run_finetune(args):
     inputs = [args.data, args.pretrained]
     out = _check_model_output(args.out, args.force, inputs=inputs)
     plot = check_output_path(args.plot, "--plot", inputs=inputs + [args.out]) if args.plot else None
-    pretrained = None
+    pretrained, vocab = None, None
     if args.pretrained:
         shape = [o for o in ARCHITECTURE if getattr(args, SETTING_OPTIONS[o][0]) is not None]
         if shape:
             raise CommandError(f"{', '.join(shape)} cannot be given with --from: the model has the "
                                f"pre-trained model's shape")
-        pretrained, _ = load_protein_model(args.pretrained, task="protein-mlm")
+        pretrained, checkpoint = load_protein_model(args.pretrained, task="protein-mlm")
+        vocab = checkpoint_vocabulary(checkpoint)
         if settings.window > pretrained.config.max_len:
             raise CommandError(f"--window {settings.window} is longer than the pre-trained model reads "
-                               f"({pretrained.config.max_len} residues)")
-    data = load_demo_data(dataclasses.replace(settings, mlm_eval_sequences=0), families_csv=args.data)
+                               f"({pretrained.config.max_len} tokens)")
+    data = load_demo_data(dataclasses.replace(settings, mlm_eval_sequences=0), families_csv=args.data, vocab=vocab)
     print(f"{'fine-tuning ' + args.pretrained if pretrained else 'training from scratch'}: "
           f"{len(data.families)} families, at most {settings.per_family} labelled sequences each, "
           f"{settings.finetune_steps} steps; {len(data.test)} test sequences split off by similarity")
     model, accuracy, curve = finetune_model(data, settings, args.seed, pretrained)
     low, high = wilson_interval(accuracy * len(data.test), len(data.test))
-    save_protein_model(out, model, "protein-families", data.families, test_accuracy=accuracy,
+    save_protein_model(out, model, "protein-families", data.families, words=data.vocab.words, test_accuracy=accuracy,
                        n_test=len(data.test), pretrained=args.pretrained)
     if plot:
         _plot(curve.keys(), curve.values(), plot, "test accuracy")

@@ -13,6 +13,7 @@ sequences measures memory, not understanding. :func:`similarity_split` therefore
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,68 @@ AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 MASK = "<mask>"
 
 
-def protein_vocabulary() -> Vocabulary:
-    """The four special tokens, ``<mask>`` (id 4), then the 20 standard amino acids."""
-    return Vocabulary([MASK, *AMINO_ACIDS])
+class ProteinVocabulary(Vocabulary):
+    """The four special tokens, ``<mask>`` (id 4), the 20 standard amino acids, then
+    ``words``: tokens of several residues (none by default: one token per residue).
+
+    Why words: PRoBERTa, like most protein language models of its time, does not read one
+    residue per token but "words" learned from the sequences (byte-pair encoding). A word
+    of three residues makes each token carry more, and a window of 128 tokens then covers
+    about 330 residues of a protein instead of 128. :func:`learn_words` picks the words;
+    :meth:`split` cuts a sequence into them.
+    """
+
+    def __init__(self, words=()):
+        words = tuple(words)
+        for word in words:
+            if not isinstance(word, str) or len(word) < 2 or not set(word) <= set(AMINO_ACIDS):
+                raise ValueError(f"word {word!r}: a word is a string of at least 2 of the 20 standard "
+                                 f"amino acids ({AMINO_ACIDS})")
+        super().__init__([MASK, *AMINO_ACIDS, *words])
+        self.words = words
+        self._words = set(words)
+        self._longest = max(map(len, words), default=1)
+
+    def split(self, sequence: str):
+        """The tokens of ``sequence``: with words, the longest word (or residue) that starts
+        where the last one ended, left to right; without words, the sequence itself (a string
+        is its own list of one-letter tokens)."""
+        if not self.words:
+            return sequence
+        tokens, start = [], 0
+        while start < len(sequence):
+            length = next((n for n in range(min(self._longest, len(sequence) - start), 1, -1)
+                           if sequence[start:start + n] in self._words), 1)
+            tokens.append(sequence[start:start + length])
+            start += length
+        return tokens
+
+    def __repr__(self) -> str:
+        return f"ProteinVocabulary({len(self.words)} words)"
+
+
+def protein_vocabulary(words=()) -> ProteinVocabulary:
+    """The protein tokens: see :class:`ProteinVocabulary` (no words: one token per residue)."""
+    return ProteinVocabulary(words)
+
+
+def learn_words(sequences, count: int, longest: int = 4) -> list[str]:
+    """The ``count`` words of 2 to ``longest`` residues that save the most tokens in
+    ``sequences``: a word of n residues found m times saves m (n - 1) tokens, counting
+    every place it occurs (overlaps too, so it is an estimate). Ties go alphabetically, so
+    the same sequences always give the same words.
+
+    A simpler relative of byte-pair encoding, which merges the most frequent pair of tokens
+    again and again: frequent pairs and triples come out as words in both, and cutting by
+    the longest word (:meth:`ProteinVocabulary.split`) needs no merge table."""
+    if count < 0 or longest < 2:
+        raise ValueError(f"learn_words needs count >= 0 and longest >= 2, got {count} and {longest}")
+    counts = Counter()
+    for sequence in sequences:
+        for n in range(2, longest + 1):
+            counts.update(sequence[i:i + n] for i in range(len(sequence) - n + 1))
+    saving = sorted(counts, key=lambda word: (-counts[word] * (len(word) - 1), word))
+    return [word for word in saving if set(word) <= set(AMINO_ACIDS)][:count]
 
 
 def special_ids(vocab: Vocabulary) -> list[int]:
@@ -72,8 +132,9 @@ def check_sequences(table: pd.DataFrame, where) -> None:
 # --------------------------------------------------------------------------------------
 # Windows and batches
 # --------------------------------------------------------------------------------------
-def window(sequence: str, length: int, rng: np.random.Generator | None = None) -> str:
-    """A window of at most ``length`` residues: at a random start with ``rng``, else centred."""
+def window(sequence, length: int, rng: np.random.Generator | None = None):
+    """A window of at most ``length`` tokens (residues of a string, or the items of a list of
+    tokens): at a random start with ``rng``, else centred."""
     if len(sequence) <= length:
         return sequence
     extra = len(sequence) - length
@@ -81,8 +142,8 @@ def window(sequence: str, length: int, rng: np.random.Generator | None = None) -
     return sequence[start:start + length]
 
 
-def spaced_windows(sequence: str, length: int, count: int) -> list[str]:
-    """Up to ``count`` windows of ``length`` residues, evenly spaced from the sequence's start
+def spaced_windows(sequence, length: int, count: int) -> list:
+    """Up to ``count`` windows of ``length`` tokens (as :func:`window`), evenly spaced from the sequence's start
     to its end (one centred window when ``count`` is 1; the whole sequence when it fits)."""
     if len(sequence) <= length:
         return [sequence]
@@ -92,9 +153,10 @@ def spaced_windows(sequence: str, length: int, count: int) -> list[str]:
     return [sequence[s:s + length] for s in starts]
 
 
-def encode(vocab: Vocabulary, sequences, length: int, rng=None) -> np.ndarray:
-    """(B, <= length) padded ids of windows of the sequences (see :func:`window`)."""
-    return vocab.encode_batch([window(s, length, rng) for s in sequences], strict=False)
+def encode(vocab: ProteinVocabulary, sequences, length: int, rng=None) -> np.ndarray:
+    """(B, <= length) padded ids of windows of ``length`` tokens of the sequences (see
+    :func:`window`), each sequence cut into ``vocab``'s tokens first."""
+    return vocab.encode_batch([window(vocab.split(s), length, rng) for s in sequences], strict=False)
 
 
 # --------------------------------------------------------------------------------------

@@ -53,13 +53,14 @@ class DemoData:
     train: object             #: labelled training table (family, sequence, ...)
     test: object              #: labelled test table, split off by similarity
     families: list            #: the class names; class i is families[i]
+    vocab: D.ProteinVocabulary = dataclasses.field(default_factory=D.protein_vocabulary)  #: the models' tokens
 
     def labels(self, table) -> list[int]:
         return [self.families.index(f) for f in table.family]
 
 
 def load_demo_data(settings: DemoSettings, validation: bool = False, families_csv=None,
-                   pretraining_csv=None) -> DemoData:
+                   pretraining_csv=None, vocab=None) -> DemoData:
     """The sequences (the shipped ones unless CSV files are given): unlabelled ones split into
     pre-training and held-out, labelled ones split by similarity (:func:`~.data.similarity_split`).
 
@@ -70,7 +71,11 @@ def load_demo_data(settings: DemoSettings, validation: bool = False, families_cs
 
     With ``validation``, the test split is left out altogether and a validation split is
     carved from the training side the same way, to take its place: the settings are
-    tuned on it, and the test split is read only once they are fixed."""
+    tuned on it, and the test split is read only once they are fixed.
+
+    The tokens: ``vocab`` if given (a pre-trained model's); else, with ``settings.words``,
+    that many words learned from the pre-training sequences (:func:`~.data.learn_words`:
+    never from a test sequence), or one token per residue."""
     families = D.load_families(families_csv)
     D.check_sequences(families, families_csv or "the shipped families")
     train, test = D.similarity_split(families, seed=settings.seed)
@@ -81,17 +86,22 @@ def load_demo_data(settings: DemoSettings, validation: bool = False, families_cs
     unlabelled = pool.sequence.tolist()
     cut = min(settings.mlm_eval_sequences, len(unlabelled) // 5)
     extra = train.sequence.tolist() if settings.pretrain_on_train_side else []
-    return DemoData(unlabelled[cut:] + extra, unlabelled[:cut], train, test, sorted(families.family.unique()))
+    unlabelled, held_out = unlabelled[cut:] + extra, unlabelled[:cut]
+    if vocab is None:
+        vocab = D.protein_vocabulary(D.learn_words(unlabelled, settings.words) if settings.words else ())
+    return DemoData(unlabelled, held_out, train, test, sorted(families.family.unique()), vocab)
 
 
 def pretrain_model(data: DemoData, settings: DemoSettings, log=print):
     """A new model (without a classifier) pre-trained by masked language modelling; returns
     ``(model, scores, losses)``, the scores being the masked-LM accuracy on the held-out
     sequences and its unigram baseline."""
-    model = EncoderOnly(settings.model_config(0, settings.seed))
-    losses = pretrain(model, data.unlabelled, settings, log)
-    accuracy, unigram, n_masked = mlm_accuracy(model, data.held_out, settings, unigram_from=data.unlabelled)
-    log(f"masked-LM accuracy {accuracy:.3f} (unigram baseline {unigram:.3f}) on {n_masked} masked residues")
+    model = EncoderOnly(settings.model_config(0, settings.seed, data.vocab))
+    losses = pretrain(model, data.unlabelled, settings, log, data.vocab)
+    accuracy, unigram, n_masked = mlm_accuracy(model, data.held_out, settings, unigram_from=data.unlabelled,
+                                               vocab=data.vocab)
+    what = "tokens" if data.vocab.words else "residues"
+    log(f"masked-LM accuracy {accuracy:.3f} (unigram baseline {unigram:.3f}) on {n_masked} masked {what}")
     return model, {"mlm_accuracy": accuracy, "mlm_unigram_baseline": unigram, "mlm_n_masked": n_masked}, losses
 
 
@@ -103,21 +113,26 @@ def finetune_model(data: DemoData, settings: DemoSettings, seed: int, pretrained
     steps of :func:`curve_steps` to the test accuracy after them (the last is the final one)."""
     n = len(data.families)
     if pretrained is not None:
+        if pretrained.config.vocab_size != len(data.vocab):
+            raise ValueError(f"the pre-trained model reads {pretrained.config.vocab_size} tokens, the data's "
+                             f"vocabulary has {len(data.vocab)}: load the data with the model's vocabulary "
+                             "(load_demo_data(..., vocab=...); checkpoints.checkpoint_vocabulary)")
         model = EncoderOnly(dataclasses.replace(pretrained.config, n_classes=n, seed=seed))
         weights = {k: v for k, v in pretrained.state_dict().items() if not k.startswith("classifier.")}
         model.load_state_dict({**model.state_dict(), **weights})
     else:
-        model = EncoderOnly(settings.model_config(n, seed))
+        model = EncoderOnly(settings.model_config(n, seed, data.vocab))
     few = D.few_per_family(data.train, settings.per_family, seed)
     scale = settings.encoder_lr_scale if pretrained is not None else 1.0
     test, labels, curve = data.test.sequence.tolist(), data.labels(data.test), {}
 
     def score(step):
         if step in curve_steps(settings):
-            curve[step] = classification_accuracy(model, test, labels, settings)
+            curve[step] = classification_accuracy(model, test, labels, settings, data.vocab)
             model.train()
 
-    finetune(model, few.sequence.tolist(), data.labels(few), settings, seed, scale, after_step=score)
+    finetune(model, few.sequence.tolist(), data.labels(few), settings, seed, scale, after_step=score,
+             vocab=data.vocab)
     return model, curve[settings.finetune_steps], curve
 
 
@@ -141,9 +156,9 @@ def frozen_probe(data: DemoData, settings: DemoSettings, pretrained: EncoderOnly
     ``settings.label_counts``."""
     train, test = data.train.sequence.tolist(), data.test.sequence.tolist()
     labels, test_labels = data.labels(data.train), data.labels(data.test)
-    random_init = EncoderOnly(settings.model_config(0, seed))
-    readers = {"pretrained": lambda s: pooled_features(pretrained, s, settings),
-               "random_init": lambda s: pooled_features(random_init, s, settings),
+    random_init = EncoderOnly(settings.model_config(0, seed, data.vocab))
+    readers = {"pretrained": lambda s: pooled_features(pretrained, s, settings, data.vocab),
+               "random_init": lambda s: pooled_features(random_init, s, settings, data.vocab),
                "dipeptides": dipeptide_profile}
     result = {}
     for name, read in readers.items():
@@ -233,8 +248,8 @@ def run_demo(out_dir, settings: DemoSettings | None = None, log=print, *, force=
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()},
     }
     evaluation["seconds"] = round(time.perf_counter() - start, 1)
-    save_protein_model(paths["model.npz"], first, "protein-families", data.families)
-    save_protein_model(paths["pretrained.npz"], pretrained, "protein-mlm")
+    save_protein_model(paths["model.npz"], first, "protein-families", data.families, words=data.vocab.words)
+    save_protein_model(paths["pretrained.npz"], pretrained, "protein-mlm", words=data.vocab.words)
     atomic_write(paths["evaluation.json"], lambda f: f.write(json.dumps(evaluation, indent=2).encode()))
     plot_demo(evaluation, pretrain_losses, paths["demo.png"])
     log(f"wrote {', '.join(str(p) for p in paths.values())}")

@@ -38,7 +38,8 @@ class DemoSettings:
     n_heads: int = 4
     d_ff: int = 128
     n_layers: int = 2
-    window: int = 128               #: residues per sequence window
+    window: int = 128               #: tokens per sequence window (residues, without words)
+    words: int = 0                  #: multi-residue words learned from the pre-training sequences (0: none)
     batch_size: int = 32
     pretrain_steps: int = 450
     pretrain_lr: float = 2e-3
@@ -55,8 +56,9 @@ class DemoSettings:
     seeds: tuple = (0, 1)           #: fine-tuning runs, each pre-trained and from scratch
     seed: int = 0
 
-    def model_config(self, n_classes: int, seed: int) -> EncoderOnlyConfig:
-        return EncoderOnlyConfig(vocab_size=len(D.protein_vocabulary()), d_model=self.d_model,
+    def model_config(self, n_classes: int, seed: int, vocab: D.ProteinVocabulary | None = None) -> EncoderOnlyConfig:
+        """The model of these settings, reading ``vocab``'s tokens (default: one per residue)."""
+        return EncoderOnlyConfig(vocab_size=len(vocab or D.protein_vocabulary()), d_model=self.d_model,
                                  n_heads=self.n_heads, d_ff=self.d_ff, n_layers=self.n_layers,
                                  max_len=self.window, n_classes=n_classes, dropout=0.1, seed=seed)
 
@@ -99,16 +101,17 @@ def finetuning_optimizer(model: EncoderOnly, peak_lr, steps, encoder_lr_scale=1.
     return _Optimizers(_optimizer(head, peak_lr, steps), _optimizer(encoder, encoder_lr_scale * peak_lr, steps))
 
 
-def pretrain(model: EncoderOnly, sequences, settings: DemoSettings, log=print):
-    """Masked language modelling on random windows of ``sequences``; returns the losses.
+def pretrain(model: EncoderOnly, sequences, settings: DemoSettings, log=print, vocab=None):
+    """Masked language modelling on random windows of ``sequences`` (cut into ``vocab``'s
+    tokens; default: one per residue); returns the losses.
 
     A sequence is drawn with a probability in proportion to the windows it holds (its length
     over ``settings.window``, at least 1), so that every residue is about as likely to be read:
     a protein of 800 residues is not read as often as one of 128."""
-    vocab, rng = D.protein_vocabulary(), np.random.default_rng(settings.seed)
+    vocab, rng = vocab or D.protein_vocabulary(), np.random.default_rng(settings.seed)
     optimizer = _optimizer(model.parameters(), settings.pretrain_lr, settings.pretrain_steps)
     criterion, losses, start = CrossEntropyLoss(ignore_index=IGNORE_INDEX), [], time.perf_counter()
-    weights = np.maximum(1.0, np.array([len(s) for s in sequences]) / settings.window)
+    weights = np.maximum(1.0, np.array([len(vocab.split(s)) for s in sequences]) / settings.window)
     model.train()
     for step in range(settings.pretrain_steps):
         rows = rng.choice(len(sequences), settings.batch_size, replace=False, p=weights / weights.sum())
@@ -122,12 +125,12 @@ def pretrain(model: EncoderOnly, sequences, settings: DemoSettings, log=print):
     return losses
 
 
-def mlm_accuracy(model: EncoderOnly, sequences, settings: DemoSettings, unigram_from=None):
+def mlm_accuracy(model: EncoderOnly, sequences, settings: DemoSettings, unigram_from=None, vocab=None):
     """``(accuracy, unigram_accuracy, n)`` at the masked positions of centred windows.
 
-    The baseline always guesses the most frequent residue of ``unigram_from`` (default: the
+    The baseline always guesses the most frequent token of ``unigram_from`` (default: the
     evaluated sequences themselves, which flatters the baseline)."""
-    vocab, rng = D.protein_vocabulary(), np.random.default_rng(settings.seed + 100)
+    vocab, rng = vocab or D.protein_vocabulary(), np.random.default_rng(settings.seed + 100)
     ids = D.encode(vocab, sequences, settings.window)
     inputs, targets = mask_tokens(ids, rng, mask_id=vocab.token_to_id(D.MASK),
                                   special_ids=D.special_ids(vocab), vocab_size=len(vocab))
@@ -143,11 +146,12 @@ def mlm_accuracy(model: EncoderOnly, sequences, settings: DemoSettings, unigram_
 
 
 def finetune(model: EncoderOnly, sequences, labels, settings: DemoSettings, seed: int, encoder_lr_scale=1.0,
-             after_step=None):
-    """Classification training on random windows of the labelled sequences; returns the losses.
+             after_step=None, vocab=None):
+    """Classification training on random windows of the labelled sequences (in ``vocab``'s
+    tokens; default: one per residue); returns the losses.
     ``after_step(step)``, if given, is called after each step (1, 2, ...), e.g. to score the
     model along the way (it must put the model back in training mode)."""
-    vocab, rng = D.protein_vocabulary(), np.random.default_rng(seed)
+    vocab, rng = vocab or D.protein_vocabulary(), np.random.default_rng(seed)
     optimizer = finetuning_optimizer(model, settings.finetune_lr, settings.finetune_steps, encoder_lr_scale)
     criterion, losses = CrossEntropyLoss(), []
     labels = np.asarray(labels)
@@ -161,11 +165,13 @@ def finetune(model: EncoderOnly, sequences, labels, settings: DemoSettings, seed
     return losses
 
 
-def window_average(read, sequences, settings: DemoSettings) -> np.ndarray:
+def window_average(read, sequences, settings: DemoSettings, vocab=None) -> np.ndarray:
     """(N, k): ``read(ids)`` (a batch of windows -> (B, k)) averaged over ``settings.eval_windows``
-    evenly spaced windows of each sequence (a long protein is read in several pieces)."""
-    pieces = [D.spaced_windows(s, settings.window, settings.eval_windows) for s in sequences]
-    ids = D.protein_vocabulary().encode_batch([w for windows in pieces for w in windows], strict=False)
+    evenly spaced windows of each sequence, in ``vocab``'s tokens (a long protein is read in
+    several pieces)."""
+    vocab = vocab or D.protein_vocabulary()
+    pieces = [D.spaced_windows(vocab.split(s), settings.window, settings.eval_windows) for s in sequences]
+    ids = vocab.encode_batch([w for windows in pieces for w in windows], strict=False)
     out = np.concatenate([_backend.to_numpy(read(ids[i:i + 64])) for i in range(0, len(ids), 64)])
     owner = np.repeat(np.arange(len(sequences)), [len(w) for w in pieces])
     total = np.zeros((len(sequences), out.shape[1]))
@@ -173,18 +179,18 @@ def window_average(read, sequences, settings: DemoSettings) -> np.ndarray:
     return total / np.bincount(owner)[:, None]
 
 
-def class_logits(model: EncoderOnly, sequences, settings: DemoSettings) -> np.ndarray:
+def class_logits(model: EncoderOnly, sequences, settings: DemoSettings, vocab=None) -> np.ndarray:
     """(N, n_classes): each sequence's class logits, averaged over its windows (:func:`window_average`)."""
     model.eval()
-    return window_average(lambda ids: model.forward(ids, head="classify"), sequences, settings)
+    return window_average(lambda ids: model.forward(ids, head="classify"), sequences, settings, vocab)
 
 
-def pooled_features(model: EncoderOnly, sequences, settings: DemoSettings) -> np.ndarray:
+def pooled_features(model: EncoderOnly, sequences, settings: DemoSettings, vocab=None) -> np.ndarray:
     """(N, d_model): the mean of each sequence's last-layer vectors over its real tokens and
     its windows: what the classifier reads, before it is trained."""
     model.eval()
     pool = MeanPooling()
-    return window_average(lambda ids: pool.forward(*model.encode(ids)), sequences, settings)
+    return window_average(lambda ids: pool.forward(*model.encode(ids)), sequences, settings, vocab)
 
 
 def dipeptide_profile(sequences) -> np.ndarray:
@@ -215,8 +221,8 @@ def centroid_accuracy(features, labels, few, test_features, test_labels) -> floa
     return float((predicted == np.asarray(test_labels)).mean())
 
 
-def classification_accuracy(model: EncoderOnly, sequences, labels, settings: DemoSettings) -> float:
-    predicted = class_logits(model, sequences, settings).argmax(-1)
+def classification_accuracy(model: EncoderOnly, sequences, labels, settings: DemoSettings, vocab=None) -> float:
+    predicted = class_logits(model, sequences, settings, vocab).argmax(-1)
     return float((predicted == np.asarray(labels)).mean())
 
 

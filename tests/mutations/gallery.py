@@ -213,6 +213,12 @@ MUTATIONS = [
              (f"{DIAGONAL}::test_cached_decoding_equals_uncached",),
              "A cached decoding step builds its cross-attention bias row as if its query were at position 0: "
              "the line it reads the source along no longer moves on; the whole prefix run again disagrees."),
+    Mutation("words-split-shortest-first", "minitransformer/protein/data.py",
+             "            length = next((n for n in range(min(self._longest, len(sequence) - start), 1, -1)\n",
+             "            length = next((n for n in range(2, min(self._longest, len(sequence) - start) + 1)\n",
+             ("tests/test_protein_words.py::test_a_sequence_is_cut_into_the_longest_word_that_starts_where_the_last_ended",),
+             "A protein is cut into the shortest word that fits instead of the longest: MKVLA becomes MK, VL, A "
+             "instead of MKV, L, A."),
 ]
 
 #: Fast mutants in places unlikely to move, run by the normal suite (tests/test_mutations.py).
