@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from minitransformer.protein import data as D
 from minitransformer.protein.demo import run_demo
@@ -37,6 +38,20 @@ def test_wilson_interval():
     assert abs((low + high) / 2 - 0.5) < 1e-12 and abs(high - 0.5 - 0.0961) < 1e-3
 
 
+def test_paired_difference_reads_each_test_sequence_once_per_pair_of_runs():
+    from minitransformer.protein.train import paired_difference
+
+    # per-sequence differences 1, 0, 0, -1: mean 0, s = sqrt(2/3), half-width 1.96 s / 2
+    d, (low, high) = paired_difference([[1, 1, 0, 0]], [[0, 1, 0, 1]])
+    assert d == 0 and np.isclose(high, 1.96 * np.sqrt(2 / 3) / 2) and np.isclose(low, -high)
+    # two runs: sequence 0 right for a in both, for b in neither (1); sequence 1 the same for both (0)
+    d, (low, high) = paired_difference([[1, 0], [1, 1]], [[0, 0], [0, 1]])
+    assert d == 0.5 and np.isclose(high - d, 1.96 * np.sqrt(0.5) / np.sqrt(2))
+    assert paired_difference([[1, 0, 1]], [[1, 0, 1]]) == (0.0, (0.0, 0.0))   # the same answers: no doubt
+    with pytest.raises(ValueError, match="same shape"):
+        paired_difference([[1, 0, 1]], [[1, 0]])
+
+
 def test_a_tiny_demo_writes_the_model_and_the_evaluation(tmp_path):
     settings = DemoSettings(d_model=16, n_heads=2, d_ff=32, n_layers=1, window=32, batch_size=8,
                             pretrain_steps=2, finetune_steps=2, per_family=2, label_counts=(1,), seeds=(0,),
@@ -59,6 +74,9 @@ def test_a_tiny_demo_writes_the_model_and_the_evaluation(tmp_path):
     for row in saved["by_labels"]:
         assert {"scratch", "ci95_scratch", "probe_pretrained", "probe_random_init", "probe_dipeptides"} <= set(row)
         assert 0 <= row["probe_pretrained"] <= 1 and len(row["runs"]) == 1
+        # the paired difference is the difference of the two accuracies, with an interval around it
+        assert np.isclose(row["difference"], row["pretrained"] - row["scratch"])
+        assert row["ci95_difference"][0] <= row["difference"] <= row["ci95_difference"][1]
 
 
 def test_the_label_counts_read_their_sequences_as_often_as_the_headline():

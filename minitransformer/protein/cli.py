@@ -114,7 +114,8 @@ def _run_demo(args):
           f"chance {e['chance']:.3f}); {e['seconds']:.0f} s")
     for row in e["by_labels"]:
         print(f"  {row['per_family']} labelled per family: pre-trained {row['pretrained']:.3f}, "
-              f"from scratch {row['scratch']:.3f}")
+              f"from scratch {row['scratch']:.3f}, difference {row['difference']:+.3f} "
+              f"[{row['ci95_difference'][0]:+.3f}, {row['ci95_difference'][1]:+.3f}] (paired)")
     return 0
 
 
@@ -209,7 +210,7 @@ def _run_finetune(args):
     print(f"{'fine-tuning ' + args.pretrained if pretrained else 'training from scratch'}: "
           f"{len(data.families)} families, at most {settings.per_family} labelled sequences each, "
           f"{settings.finetune_steps} steps; {len(data.test)} test sequences split off by similarity")
-    model, accuracy, curve = finetune_model(data, settings, args.seed, pretrained)
+    model, accuracy, curve, _ = finetune_model(data, settings, args.seed, pretrained)
     low, high = wilson_interval(accuracy * len(data.test), len(data.test))
     save_protein_model(out, model, "protein-families", data.families, words=data.vocab.words, test_accuracy=accuracy,
                        n_test=len(data.test), pretrained=args.pretrained)

@@ -34,8 +34,8 @@ from ..encoder_only import EncoderOnly
 from ..files import atomic_write, check_output_path
 from . import data as D
 from .checkpoints import save_protein_model
-from .train import (DemoSettings, centroid_accuracy, classification_accuracy, dipeptide_profile, finetune, mlm_accuracy,
-                    pooled_features, pretrain, wilson_interval)
+from .train import (DemoSettings, centroid_accuracy, class_logits, dipeptide_profile, finetune, mlm_accuracy,
+                    paired_difference, pooled_features, pretrain, wilson_interval)
 
 __all__ = ["DemoData", "load_demo_data", "pretrain_model", "finetune_model", "at_label_count", "compare_arms",
            "frozen_probe", "run_demo", "plot_demo", "DEMO_FILES"]
@@ -109,8 +109,9 @@ def finetune_model(data: DemoData, settings: DemoSettings, seed: int, pretrained
     """Fine-tune on ``settings.per_family`` labelled sequences per family (drawn with ``seed``),
     from ``pretrained``'s weights (all but a classifier; its shape, the encoder at
     ``settings.encoder_lr_scale`` times the learning rate) or, without it, from scratch (the
-    shape of ``settings``). Returns ``(model, test accuracy, curve)``: ``curve`` maps the
-    steps of :func:`curve_steps` to the test accuracy after them (the last is the final one)."""
+    shape of ``settings``). Returns ``(model, test accuracy, curve, correct)``: ``curve`` maps
+    the steps of :func:`curve_steps` to the test accuracy after them (the last is the final
+    one); ``correct`` says, per test sequence, whether the final model got it right."""
     n = len(data.families)
     if pretrained is not None:
         if pretrained.config.vocab_size != len(data.vocab):
@@ -124,16 +125,17 @@ def finetune_model(data: DemoData, settings: DemoSettings, seed: int, pretrained
         model = EncoderOnly(settings.model_config(n, seed, data.vocab))
     few = D.few_per_family(data.train, settings.per_family, seed)
     scale = settings.encoder_lr_scale if pretrained is not None else 1.0
-    test, labels, curve = data.test.sequence.tolist(), data.labels(data.test), {}
+    test, labels, curve, correct = data.test.sequence.tolist(), np.array(data.labels(data.test)), {}, []
 
     def score(step):
         if step in curve_steps(settings):
-            curve[step] = classification_accuracy(model, test, labels, settings, data.vocab)
+            correct[:] = class_logits(model, test, settings, data.vocab).argmax(-1) == labels
+            curve[step] = float(np.mean(correct))
             model.train()
 
     finetune(model, few.sequence.tolist(), data.labels(few), settings, seed, scale, after_step=score,
              vocab=data.vocab)
-    return model, curve[settings.finetune_steps], curve
+    return model, curve[settings.finetune_steps], curve, np.array(correct)
 
 
 def at_label_count(settings: DemoSettings, per_family: int) -> DemoSettings:
@@ -178,17 +180,22 @@ def curve_steps(settings: DemoSettings) -> list[int]:
 
 def compare_arms(data: DemoData, settings: DemoSettings, pretrained: EncoderOnly):
     """Fine-tune pre-trained and from scratch with each of ``settings.seeds``, on the same
-    sequences (:func:`finetune_model`); returns ``(runs, model)``: each seed's accuracies and
-    curves, and the pre-trained arm's model of the first seed."""
-    runs, first = [], None
+    sequences (:func:`finetune_model`); returns ``(runs, model, difference)``: each seed's
+    accuracies and curves, the pre-trained arm's model of the first seed, and the accuracy
+    of pre-trained minus from scratch with its paired 95% interval
+    (:func:`~.train.paired_difference`, ``{"difference": d, "ci95_difference": [low, high]}``)."""
+    runs, first, correct = [], None, {"pretrained": [], "scratch": []}
     for seed in settings.seeds:
-        model, with_pretraining, curve_pretrained = finetune_model(data, settings, seed, pretrained)
+        model, with_pretraining, curve_pretrained, right = finetune_model(data, settings, seed, pretrained)
         first = first or model
-        _, from_scratch, curve_scratch = finetune_model(data, settings, seed)
+        _, from_scratch, curve_scratch, right_from_scratch = finetune_model(data, settings, seed)
+        correct["pretrained"].append(right)
+        correct["scratch"].append(right_from_scratch)
         runs.append({"seed": seed, "pretrained": with_pretraining, "scratch": from_scratch,
                      "curve_pretrained": list(curve_pretrained.values()),
                      "curve_scratch": list(curve_scratch.values())})
-    return runs, first
+    difference, interval = paired_difference(correct["pretrained"], correct["scratch"])
+    return runs, first, {"difference": difference, "ci95_difference": list(interval)}
 
 
 def run_demo(out_dir, settings: DemoSettings | None = None, log=print, *, force=False, validation=False) -> dict:
@@ -216,7 +223,7 @@ def run_demo(out_dir, settings: DemoSettings | None = None, log=print, *, force=
     by_labels, first = [], None
     for count in counts:
         at = at_label_count(settings, count)
-        runs, model = compare_arms(data, at, pretrained)
+        runs, model, difference = compare_arms(data, at, pretrained)
         first = model if count == settings.per_family else first
         row = {"per_family": count, "finetune_steps": at.finetune_steps,
                "n_train_labelled": int(sum(min(count, c) for c in data.train.family.value_counts())),
@@ -226,9 +233,11 @@ def run_demo(out_dir, settings: DemoSettings | None = None, log=print, *, force=
             # Wilson interval of the mean over the seeds, with n = the test sequences (the same
             # for every seed): it counts the test set's sampling error, not the seeds' spread
             row[f"ci95_{kind}"] = list(wilson_interval(row[kind] * n, n))
+        row.update(difference)
         by_labels.append({**row, "runs": runs})
         log(f"{count} per family: {split} accuracy pre-trained {row['pretrained']:.3f}, from scratch "
-            f"{row['scratch']:.3f}; nearest centroid on the frozen features of the pre-trained encoder "
+            f"{row['scratch']:.3f}, difference {row['difference']:+.3f} "
+            f"[{row['ci95_difference'][0]:+.3f}, {row['ci95_difference'][1]:+.3f}]; nearest centroid on the frozen features of the pre-trained encoder "
             f"{row['probe_pretrained']:.3f}, of a random one {row['probe_random_init']:.3f}, on dipeptide "
             f"profiles {row['probe_dipeptides']:.3f} ({time.perf_counter() - start:.0f} s)")
 
@@ -239,6 +248,8 @@ def run_demo(out_dir, settings: DemoSettings | None = None, log=print, *, force=
         "classification_accuracy_scratch": headline["scratch"],
         "classification_ci95_pretrained": headline["ci95_pretrained"],
         "classification_ci95_scratch": headline["ci95_scratch"],
+        "classification_difference": headline["difference"],
+        "classification_ci95_difference": headline["ci95_difference"],
         "n_test": n, "split": split, "chance": 1 / len(data.families), "per_family": settings.per_family,
         "n_train_labelled": headline["n_train_labelled"], "n_families": len(data.families),
         "runs": headline["runs"], "curve_steps": curve_steps(at_label_count(settings, settings.per_family)),

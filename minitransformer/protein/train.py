@@ -7,7 +7,9 @@ loops and the scores.
   the encoder at its own learning rate (:func:`finetuning_optimizer`);
   :func:`classification_accuracy` averages the class logits of several windows of each
   test sequence (:func:`class_logits`);
-* :func:`wilson_interval` — the 95% interval reported with every accuracy.
+* :func:`wilson_interval` — the 95% interval reported with every accuracy;
+  :func:`paired_difference` — the difference of two arms' accuracies on the same test
+  sequences, with its paired 95% interval.
 
 :mod:`.demo` puts them together: pre-trained against from scratch, on the same few sequences.
 """
@@ -232,3 +234,24 @@ def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, f
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return centre - half, centre + half
+
+
+def paired_difference(correct_a, correct_b, z: float = 1.96) -> tuple[float, tuple[float, float]]:
+    """``(d, (low, high))``: accuracy of a minus accuracy of b, with a 95% interval, for two
+    models scored on the same test sequences. ``correct_a``, ``correct_b``: (runs, n)
+    booleans, run r of a paired with run r of b (the same seed, the same labelled sequences).
+
+    Why paired: both arms read the same test sequences, and much of what makes an arm right
+    or wrong is the sequence itself (an easy one, a hard one). Two separate intervals count
+    that noise twice; the difference per sequence, ``mean over runs of (a - b)``, cancels it.
+    The interval is the normal approximation over the n sequences, ``d +- z s / sqrt(n)``
+    with s the standard deviation of the per-sequence differences. It treats the test
+    sequences as independent, which relatives within a family are not quite: read it as a
+    lower bound on the uncertainty."""
+    a, b = np.asarray(correct_a, dtype=float), np.asarray(correct_b, dtype=float)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[1] < 2:
+        raise ValueError(f"paired_difference needs two (runs, n) arrays of the same shape, n >= 2; got "
+                         f"{a.shape} and {b.shape}")
+    per_sequence = (a - b).mean(axis=0)
+    d, half = float(per_sequence.mean()), z * float(per_sequence.std(ddof=1)) / math.sqrt(per_sequence.size)
+    return d, (d - half, d + half)
