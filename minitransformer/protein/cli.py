@@ -3,7 +3,7 @@ to classify families, and the demo that compares pre-trained with from scratch.
 
 ::
 
-    minitransformer protein demo --out-dir protein-demo         # both, in about 8 minutes on 2 busy cores
+    minitransformer protein demo --out-dir protein-demo         # both, in about 8 minutes on a 2-core CPU
     minitransformer protein pretrain --out pretrained.npz       # masked-LM pre-training
     minitransformer protein finetune --from pretrained.npz --out families.npz
     minitransformer protein finetune --out scratch.npz          # the same, from scratch
@@ -86,7 +86,7 @@ def _check_model_output(path, force, inputs=()):
 def _add_demo(sub):
     p = add_command(
         sub, "demo", _run_demo,
-        help="pre-train, fine-tune pre-trained and from scratch, compare (about 8 minutes on 2 busy cores)",
+        help="pre-train, fine-tune pre-trained and from scratch, compare (about 8 minutes on a 2-core CPU)",
         description="The talk's point, measured: pre-train an encoder-only Transformer on protein\n"
                     "sequences by masked language modelling, fine-tune it on a few labelled sequences\n"
                     "per family (1, 2, 4 and 8, and --per-family), and train the same model on them\n"
