@@ -160,10 +160,13 @@ def test_a_bad_dropout_generator_state_names_the_field(saved):
 # Saves under faults: the old file intact or the new one complete, never neither
 # --------------------------------------------------------------------------------------
 SLOW_SAVER = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
     import numpy as np
     from minitransformer import files
     target = sys.argv[1]
+    # Ctrl-C as in a terminal, even when the tests run as a shell's background job, which
+    # starts its children with SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def slow(f):
         for _ in range(400):
