@@ -14,7 +14,7 @@ from minitransformer.checkpoint import CheckpointError, save_checkpoint
 from minitransformer.cli import main
 from minitransformer.encoder_only import EncoderOnly, EncoderOnlyConfig
 from minitransformer.protein import data as D
-from minitransformer.protein.checkpoints import load_protein_model, save_protein_model
+from minitransformer.protein.checkpoints import checkpoint_vocabulary, load_protein_model, save_protein_model
 from minitransformer.protein.demo import DEMO_FILES, load_demo_data
 from minitransformer.protein.train import DemoSettings, class_logits
 
@@ -103,10 +103,11 @@ def test_the_demo_writes_its_files_and_the_keys(demo_dir, capsys):
         assert key in evaluation
     assert evaluation["n_test"] == 185 and evaluation["split"] == "test"
     assert [row["per_family"] for row in evaluation["by_labels"]] == [1, 2, 4, 8]      # --per-family 2 among them
-    model, _ = load_protein_model(demo_dir / "model.npz", task="protein-families")
-    data = load_demo_data(DemoSettings(window=32, eval_windows=2))
+    model, checkpoint = load_protein_model(demo_dir / "model.npz", task="protein-families")
     settings = DemoSettings(window=32, eval_windows=2)
-    predicted = class_logits(model, data.test.sequence.tolist(), settings).argmax(-1)
+    data = load_demo_data(settings, vocab=checkpoint_vocabulary(checkpoint))
+    assert len(data.vocab.words) == DemoSettings().words           # the default: words
+    predicted = class_logits(model, data.test.sequence.tolist(), settings, data.vocab).argmax(-1)
     assert np.isclose((predicted == data.labels(data.test)).mean(), evaluation["runs"][0]["pretrained"])
     assert main(["protein", "demo", "--out-dir", str(demo_dir), *TINY]) == 2
     assert "--force" in _one_line_error(capsys.readouterr().err)

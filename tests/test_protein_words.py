@@ -54,7 +54,7 @@ def test_the_demo_learns_its_words_from_the_pre_training_sequences_only():
     data = load_demo_data(settings)
     assert data.vocab.words == tuple(D.learn_words(data.unlabelled, 50))
     assert not set(data.test.sequence) & set(data.unlabelled) and not set(data.held_out) & set(data.unlabelled)
-    assert load_demo_data(DemoSettings()).vocab == D.protein_vocabulary()          # the default: residues
+    assert load_demo_data(DemoSettings(words=0)).vocab == D.protein_vocabulary()   # words=0: residues
     given = D.protein_vocabulary(["MK"])
     assert load_demo_data(settings, vocab=given).vocab is given
 
