@@ -33,7 +33,7 @@ class ProteinVocabulary(Vocabulary):
     Why words: PRoBERTa, like most protein language models of its time, does not read one
     residue per token but "words" learned from the sequences (byte-pair encoding). A word
     of three residues makes each token carry more, and a window of 128 tokens then covers
-    about 330 residues of a protein instead of 128. :func:`learn_words` picks the words;
+    about 315 residues of a protein instead of 128. :func:`learn_words` picks the words;
     :meth:`split` cuts a sequence into them.
     """
 

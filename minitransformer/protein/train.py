@@ -34,7 +34,7 @@ class DemoSettings:
     """Model size and training lengths of the demo, chosen on the validation split (see
     :mod:`.demo`): fine-tuning runs to convergence on the few labelled sequences, for both
     arms; 2,000 words (:func:`~.data.learn_words`), so that a window of 128 tokens holds
-    about 330 residues. A pre-training step of 32 windows takes about 0.2 s on one core;
+    about 315 residues. A pre-training step of 32 windows takes about 0.2 s on one core;
     the whole demo took 485 s on an otherwise idle 2-core machine."""
 
     d_model: int = 64
