@@ -206,14 +206,15 @@ def _run_finetune(args):
         if settings.window > pretrained.config.max_len:
             raise CommandError(f"--window {settings.window} is longer than the pre-trained model reads "
                                f"({pretrained.config.max_len} tokens)")
-    data = load_demo_data(dataclasses.replace(settings, mlm_eval_sequences=0), families_csv=args.data, vocab=vocab)
+    data = load_demo_data(dataclasses.replace(settings, mlm_eval_sequences=0), families_csv=args.data,
+                          vocab=vocab)
     print(f"{'fine-tuning ' + args.pretrained if pretrained else 'training from scratch'}: "
           f"{len(data.families)} families, at most {settings.per_family} labelled sequences each, "
           f"{settings.finetune_steps} steps; {len(data.test)} test sequences split off by similarity")
     model, accuracy, curve, _ = finetune_model(data, settings, args.seed, pretrained)
     low, high = wilson_interval(accuracy * len(data.test), len(data.test))
-    save_protein_model(out, model, "protein-families", data.families, words=data.vocab.words, test_accuracy=accuracy,
-                       n_test=len(data.test), pretrained=args.pretrained)
+    save_protein_model(out, model, "protein-families", data.families, words=data.vocab.words,
+                       test_accuracy=accuracy, n_test=len(data.test), pretrained=args.pretrained)
     if plot:
         _plot(curve.keys(), curve.values(), plot, "test accuracy")
     print(f"test accuracy {accuracy:.3f} [{low:.3f}, {high:.3f}] (n = {len(data.test)}, "

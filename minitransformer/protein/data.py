@@ -143,8 +143,9 @@ def window(sequence, length: int, rng: np.random.Generator | None = None):
 
 
 def spaced_windows(sequence, length: int, count: int) -> list:
-    """Up to ``count`` windows of ``length`` tokens (as :func:`window`), evenly spaced from the sequence's start
-    to its end (one centred window when ``count`` is 1; the whole sequence when it fits)."""
+    """Up to ``count`` windows of ``length`` tokens (as :func:`window`), evenly spaced from
+    the sequence's start to its end (one centred window when ``count`` is 1; the whole
+    sequence when it fits)."""
     if len(sequence) <= length:
         return [sequence]
     if count == 1:

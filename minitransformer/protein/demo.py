@@ -237,9 +237,10 @@ def run_demo(out_dir, settings: DemoSettings | None = None, log=print, *, force=
         by_labels.append({**row, "runs": runs})
         log(f"{count} per family: {split} accuracy pre-trained {row['pretrained']:.3f}, from scratch "
             f"{row['scratch']:.3f}, difference {row['difference']:+.3f} "
-            f"[{row['ci95_difference'][0]:+.3f}, {row['ci95_difference'][1]:+.3f}]; nearest centroid on the frozen features of the pre-trained encoder "
-            f"{row['probe_pretrained']:.3f}, of a random one {row['probe_random_init']:.3f}, on dipeptide "
-            f"profiles {row['probe_dipeptides']:.3f} ({time.perf_counter() - start:.0f} s)")
+            f"[{row['ci95_difference'][0]:+.3f}, {row['ci95_difference'][1]:+.3f}]; nearest centroid on the frozen "
+            f"features of the pre-trained encoder {row['probe_pretrained']:.3f}, of a random one "
+            f"{row['probe_random_init']:.3f}, on dipeptide profiles {row['probe_dipeptides']:.3f} "
+            f"({time.perf_counter() - start:.0f} s)")
 
     headline = by_labels[counts.index(settings.per_family)]
     evaluation = {
