@@ -115,7 +115,27 @@ def codon_config(seed: int = 0) -> StepConfig:
                                   f"{batch_size} seqs, protein length {protein_len}")
 
 
+def gpu_config(seed: int = 0) -> StepConfig:
+    """A model the size a GPU is for: d_model 512, 8 heads, d_ff 2048, 6+6 layers, post-LN,
+    dropout 0.1; 128 sequences of protein length 100 (sources of 302 tokens, decoder inputs
+    of 101). About 7.4 TFLOP a step (matmuls): timed on a GPU only (:func:`step_configs`)."""
+    model = TransformerConfig(src_vocab_size=len(rna_vocabulary()), tgt_vocab_size=len(protein_vocabulary()),
+                              d_model=512, n_heads=8, d_ff=2048, n_encoder_layers=6, n_decoder_layers=6,
+                              dropout=0.1, norm_first=False, dtype="float32", seed=seed)
+    return StepConfig("GPU-sized", model, batch_size=128, protein_len=100, src_len=302, tgt_len=101,
+                      description="d512 h8 ff2048 6+6 layers, 128 seqs, protein length 100")
+
+
 STEP_CONFIGS = {"benchmark": benchmark_config, "codon": codon_config}
+
+#: Configurations too large for a CPU run of the benchmarks: timed on a GPU only.
+GPU_STEP_CONFIGS = {"gpu": gpu_config}
+
+
+def step_configs(device: Device) -> dict:
+    """The training-step configurations to time on ``device``: :data:`STEP_CONFIGS`, and on a
+    GPU also :data:`GPU_STEP_CONFIGS`."""
+    return {**STEP_CONFIGS, **(GPU_STEP_CONFIGS if device.is_gpu else {})}
 
 
 def make_batch(cfg: StepConfig, seed: int = 0) -> Batch:

@@ -25,7 +25,7 @@ import time
 from minitransformer.backend import BackendUnavailableError
 
 from .common import (STEP_CONFIGS, Device, fmt, layer_matmul_rates, machine_info, matmul_rate, percent,
-                     print_table, small_matmul_latency, torch_device_for, torch_matmul_rate)
+                     print_table, small_matmul_latency, step_configs, torch_device_for, torch_matmul_rate)
 
 PARTS = ("train", "decode", "memory", "codon")
 
@@ -48,11 +48,12 @@ def mib(n_bytes) -> float | None:
 def run_train(device, torch_device, settings, matmul) -> dict:
     from .train_step import check_same_logits, measure_training
 
-    results = {}
+    configs = step_configs(device)
+    results = {"configs": list(configs)}
     if torch_device is not None:
         results["max_abs_logit_difference_eval_mode"] = {
-            name: check_same_logits(make()) for name, make in STEP_CONFIGS.items()}
-    for key, make in STEP_CONFIGS.items():
+            name: check_same_logits(make()) for name, make in configs.items()}
+    for key, make in configs.items():
         cfg = make()
         log(f"training step, {cfg.name} config ({cfg.description})")
         results[key] = measure_training(cfg, device, steps=settings["steps"], warmup=settings["warmup"],
@@ -67,7 +68,7 @@ def run_train(device, torch_device, settings, matmul) -> dict:
 
 def print_train(results, settings, matmul) -> None:
     rows = []
-    for key in STEP_CONFIGS:
+    for key in results["configs"]:
         r = results[key]
         for who in ("ours", "torch"):
             s = r[who]
@@ -86,7 +87,7 @@ def print_train(results, settings, matmul) -> None:
         note="'of matmul': each step's GFLOP/s over the large-matmul rate measured just before and just after "
              "it (their mean), median over the steps; 'of median matmul': the median step's GFLOP/s over the "
              "median of all those rates (" + ", ".join(f"{results[k]['config']} {fmt(results[k]['matmul_gflops'])}"
-                                                      for k in STEP_CONFIGS)
+                                                      for k in results["configs"])
              + f" GFLOP/s; {fmt(matmul['gflops'])} at the start of the run). 'ours/torch' > 1: ours is "
                f"slower. Shards: the batch cut in this many parts, run at once on one core each "
                f"(minitransformer.parallel; small batches run whole).")
@@ -99,7 +100,7 @@ def print_train(results, settings, matmul) -> None:
         diffs = results["max_abs_logit_difference_eval_mode"]
         print("same model on both sides: max |logits ours - torch| in eval mode = "
               + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
-    for key in STEP_CONFIGS:
+    for key in results["configs"]:
         r = results[key]
         f = r["flops"]
         sym = ", ".join(f"{k}={v}" for k, v in f["symbols"].items())
