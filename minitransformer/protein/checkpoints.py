@@ -34,11 +34,12 @@ def save_protein_model(path, model: EncoderOnly, task: str, families=None, words
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if task == "protein-families" and (not families or len(families) != model.config.n_classes):
         raise ValueError(f"a family classifier needs its {model.config.n_classes} family names, got {families!r}")
-    if model.config.vocab_size != len(D.protein_vocabulary(words)):
+    vocab = D.protein_vocabulary(words)
+    if model.config.vocab_size != len(vocab):
         raise ValueError(f"the model reads {model.config.vocab_size} tokens, a protein vocabulary with "
-                         f"{len(words)} words has {len(D.protein_vocabulary(words))}: give the model's words")
+                         f"{len(vocab.words)} words has {len(vocab)}: give the model's words")
     return save_checkpoint(path, model, metadata={"model": MODEL_KIND, "task": task,
-                                                  "families": list(families or []), "words": list(words),
+                                                  "families": list(families or []), "words": list(vocab.words),
                                                   **metadata})
 
 

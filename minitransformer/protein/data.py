@@ -23,6 +23,7 @@ from ..vocab import Vocabulary
 
 DATA = Path(__file__).resolve().parent / "data"
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
+_STANDARD = frozenset(AMINO_ACIDS)
 MASK = "<mask>"
 
 
@@ -40,7 +41,7 @@ class ProteinVocabulary(Vocabulary):
     def __init__(self, words=()):
         words = tuple(words)
         for word in words:
-            if not isinstance(word, str) or len(word) < 2 or not set(word) <= set(AMINO_ACIDS):
+            if not isinstance(word, str) or len(word) < 2 or not set(word) <= _STANDARD:
                 raise ValueError(f"word {word!r}: a word is a string of at least 2 of the 20 standard "
                                  f"amino acids ({AMINO_ACIDS})")
         super().__init__([MASK, *AMINO_ACIDS, *words])
@@ -87,7 +88,7 @@ def learn_words(sequences, count: int, longest: int = 4) -> list[str]:
         for n in range(2, longest + 1):
             counts.update(sequence[i:i + n] for i in range(len(sequence) - n + 1))
     saving = sorted(counts, key=lambda word: (-counts[word] * (len(word) - 1), word))
-    return [word for word in saving if set(word) <= set(AMINO_ACIDS)][:count]
+    return [word for word in saving if set(word) <= _STANDARD][:count]
 
 
 def special_ids(vocab: Vocabulary) -> list[int]:
@@ -119,10 +120,9 @@ def load_pretraining(path=None) -> pd.DataFrame:
 def check_sequences(table: pd.DataFrame, where) -> None:
     """ValueError naming the first row of ``table`` whose sequence is empty or holds a letter
     other than the 20 standard amino acids (upper case)."""
-    allowed = set(AMINO_ACIDS)
     for row, sequence in enumerate(table.sequence):
-        if not isinstance(sequence, str) or not sequence or not set(sequence) <= allowed:
-            bad = sorted(set(str(sequence)) - allowed) if isinstance(sequence, str) and sequence else "empty"
+        if not isinstance(sequence, str) or not sequence or not set(sequence) <= _STANDARD:
+            bad = sorted(set(str(sequence)) - _STANDARD) if isinstance(sequence, str) and sequence else "empty"
             raise ValueError(f"{where}: row {row + 1} holds a sequence that is not made of the 20 standard "
                              f"amino acids ({AMINO_ACIDS}); found {bad}; remove or fix that row")
     if len(table) == 0:

@@ -125,17 +125,19 @@ def finetune_model(data: DemoData, settings: DemoSettings, seed: int, pretrained
         model = EncoderOnly(settings.model_config(n, seed, data.vocab))
     few = D.few_per_family(data.train, settings.per_family, seed)
     scale = settings.encoder_lr_scale if pretrained is not None else 1.0
-    test, labels, curve, correct = data.test.sequence.tolist(), np.array(data.labels(data.test)), {}, []
+    test, labels, curve = data.test.sequence.tolist(), np.array(data.labels(data.test)), {}
+    scored, correct = set(curve_steps(settings)), None
 
     def score(step):
-        if step in curve_steps(settings):
-            correct[:] = class_logits(model, test, settings, data.vocab).argmax(-1) == labels
-            curve[step] = float(np.mean(correct))
+        nonlocal correct
+        if step in scored:
+            correct = class_logits(model, test, settings, data.vocab).argmax(-1) == labels
+            curve[step] = float(correct.mean())
             model.train()
 
     finetune(model, few.sequence.tolist(), data.labels(few), settings, seed, scale, after_step=score,
              vocab=data.vocab)
-    return model, curve[settings.finetune_steps], curve, np.array(correct)
+    return model, curve[settings.finetune_steps], curve, correct
 
 
 def at_label_count(settings: DemoSettings, per_family: int) -> DemoSettings:

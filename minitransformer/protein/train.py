@@ -5,8 +5,8 @@ loops and the scores.
   :func:`mlm_accuracy` scores it against always guessing the most frequent residue;
 * :func:`finetune` — family classification on random windows of a few labelled sequences,
   the encoder at its own learning rate (:func:`finetuning_optimizer`);
-  :func:`classification_accuracy` averages the class logits of several windows of each
-  test sequence (:func:`class_logits`);
+  :func:`class_logits` averages the class logits of several windows of each test
+  sequence;
 * :func:`wilson_interval` — the 95% interval reported with every accuracy;
   :func:`paired_difference` — the difference of two arms' accuracies on the same test
   sequences, with its paired 95% interval.
@@ -222,11 +222,6 @@ def centroid_accuracy(features, labels, few, test_features, test_labels) -> floa
     centroids = unit(np.stack([features[few[labels[few] == c]].mean(axis=0) for c in classes]))
     predicted = classes[(unit(test_features) @ centroids.T).argmax(axis=1)]
     return float((predicted == np.asarray(test_labels)).mean())
-
-
-def classification_accuracy(model: EncoderOnly, sequences, labels, settings: DemoSettings, vocab=None) -> float:
-    predicted = class_logits(model, sequences, settings, vocab).argmax(-1)
-    return float((predicted == np.asarray(labels)).mean())
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
